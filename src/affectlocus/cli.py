@@ -1,0 +1,37 @@
+"""Command line: a thin shell over the library. Each pipeline step registers its own subcommands."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .errors import AffectLocusError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="affectlocus", description=(
+        "Find where a fine-tune lives inside a transformer LLM, and prove it by moving it."))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from .demo import register as register_demo
+    register_demo(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except AffectLocusError as exc:
+        print(f"affectlocus: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("affectlocus: interrupted (finished work is kept; run the same command to resume)",
+              file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Interventions are small value objects: a selection plus what to do at each selected site."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections import defaultdict
+
+import torch
+import torch.nn as nn
+
+from ..registry import Handle
+from ..sites import Selection, Site, select
+from ..sites.selection import LayerSpec, ModuleSpec
+
+
+class Intervention(ABC):
+    """Base class: holds a :class:`Selection`; :meth:`apply` acts through a registry handle."""
+
+    def __init__(self, modules: ModuleSpec = "all", layers: LayerSpec = None):
+        self.selection = Selection(modules, layers)
+
+    def sites(self, model: nn.Module) -> list[Site]:
+        return select(model, self.selection.modules, self.selection.layers)
+
+    @abstractmethod
+    def apply(self, model: nn.Module, handle: Handle) -> None:
+        """Apply to ``model``, recording every change on ``handle`` so it can be undone."""
+
+    def describe(self) -> str:
+        return f"{type(self).__name__.lower()}({self.selection.describe()}{self._extra()})"
+
+    def _extra(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        return self.describe()
+
+
+class WeightIntervention(Intervention):
+    """Replaces the selected sites' weights; subclasses define :meth:`new_weight` for one site."""
+
+    def prepare(self, model: nn.Module, sites: list[Site]) -> None:
+        """Validate before anything is changed (e.g. that a source covers the sites)."""
+
+    @abstractmethod
+    def new_weight(self, site: Site, current: torch.Tensor, model: nn.Module) -> torch.Tensor:
+        """The site's new (row-sliced) weight, given its current one."""
+
+    def apply(self, model: nn.Module, handle: Handle) -> None:
+        sites = self.sites(model)
+        self.prepare(model, sites)
+        by_param: dict[str, list[Site]] = defaultdict(list)
+        for site in sites:
+            by_param[site.path].append(site)
+        for path, group in by_param.items():
+            module = model.get_submodule(path)
+            current = module.weight.detach()
+            if len(group) == 1 and group[0].rows is None:
+                new = self.new_weight(group[0], current, model)
+            else:  # fused weight: rebuild it once with every selected row span replaced
+                new = current.clone()
+                for site in group:
+                    a, b = site.rows or (0, current.shape[0])
+                    new[a:b] = self.new_weight(site, current[a:b], model).to(new.dtype)
+            handle.rebind(module, "weight", new.to(device=current.device, dtype=current.dtype), path)
+
+
+class OutputIntervention(Intervention):
+    """Acts on the selected projections' outputs through forward hooks (plain tensors)."""
+
+    @abstractmethod
+    def transform(self, site: Site, output: torch.Tensor) -> torch.Tensor | None:
+        """New output for the site's channels (``None`` leaves it unchanged)."""
+
+    def apply(self, model: nn.Module, handle: Handle) -> None:
+        for site in self.sites(model):
+            handle.add_hook(model.get_submodule(site.hook_path), self._hook_fn(site), site.hook_path)
+
+    def _hook_fn(self, site: Site):
+        def fn(output):
+            if site.rows is None:
+                return self.transform(site, output)
+            a, b = site.rows
+            new = self.transform(site, output[..., a:b])
+            if new is None:
+                return None
+            output = output.clone()
+            output[..., a:b] = new
+            return output
+        return fn

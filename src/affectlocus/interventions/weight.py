@@ -1,0 +1,170 @@
+"""Weight-space interventions: graft, interpolate, zero, scale, noise, neuron masks."""
+from __future__ import annotations
+
+import zlib
+from typing import Mapping, Sequence
+
+import torch
+import torch.nn as nn
+
+from ..errors import InterventionError
+from ..sites import Site
+from ..sites.selection import LayerSpec, ModuleSpec
+from ..sources import Source, open_source
+from .base import WeightIntervention
+
+
+class Graft(WeightIntervention):
+    """Replace the selected weights by a donor's (for an adapter: current weight + ΔW)."""
+
+    def __init__(self, source, modules: ModuleSpec = "all", layers: LayerSpec = None):
+        super().__init__(modules, layers)
+        self.source: Source = open_source(source)
+
+    def prepare(self, model: nn.Module, sites: list[Site]) -> None:
+        self.source.check_covers(sites)
+
+    def donor(self, site: Site, current: torch.Tensor) -> torch.Tensor:
+        return self.source.weight(site, current).to(device=current.device, dtype=current.dtype)
+
+    def new_weight(self, site, current, model):
+        return self.donor(site, current)
+
+    def _extra(self) -> str:
+        return f", source={self.source.description}"
+
+
+class Interpolate(Graft):
+    """W + α (W_donor − W): α = 0 is the model itself, α = 1 the graft (both exact)."""
+
+    def __init__(self, source, alpha: float, modules: ModuleSpec = "all", layers: LayerSpec = None):
+        super().__init__(source, modules, layers)
+        if not isinstance(alpha, (int, float)) or alpha != alpha:
+            raise InterventionError(f"alpha must be a real number, got {alpha!r}")
+        self.alpha = float(alpha)
+
+    def new_weight(self, site, current, model):
+        if self.alpha == 0.0:
+            return current
+        if self.alpha == 1.0:
+            return self.donor(site, current)
+        if self.source.is_delta:
+            delta = self.source.delta(site, current).to(current.device)
+        else:
+            delta = self.donor(site, current).float() - current.float()
+        return (current.float() + self.alpha * delta).to(current.dtype)
+
+    def _extra(self) -> str:
+        return f", alpha={self.alpha:g}, source={self.source.description}"
+
+
+class Zero(WeightIntervention):
+    """Set the selected weights to zero."""
+
+    def new_weight(self, site, current, model):
+        return torch.zeros_like(current)
+
+
+class Scale(WeightIntervention):
+    """Multiply the selected weights by ``factor``."""
+
+    def __init__(self, factor: float, modules: ModuleSpec = "all", layers: LayerSpec = None):
+        super().__init__(modules, layers)
+        self.factor = float(factor)
+
+    def new_weight(self, site, current, model):
+        return (current.float() * self.factor).to(current.dtype)
+
+    def _extra(self) -> str:
+        return f", factor={self.factor:g}"
+
+
+def site_generator(seed: int, site: Site) -> torch.Generator:
+    """A CPU generator seeded by (seed, site) — the same noise for the same site on every run."""
+    return torch.Generator().manual_seed((int(seed) * 1_000_003 + zlib.crc32(site.name.encode())) % 2**63)
+
+
+class Noise(WeightIntervention):
+    """Add seeded Gaussian noise. Give exactly one of:
+
+    - ``std``: absolute standard deviation;
+    - ``relative``: noise Frobenius norm = ``relative`` · ‖W‖_F;
+    - ``match``: a source; noise norm = ‖W_match − W‖_F and the result is W_match + noise — i.e.
+      the update between the model and ``match`` is replaced by a random direction of equal norm
+      (apply to a tuned model with ``match=base`` for the "norm-matched noise" ablation).
+    """
+
+    def __init__(self, std: float | None = None, *, relative: float | None = None, match=None,
+                 seed: int = 0, modules: ModuleSpec = "all", layers: LayerSpec = None):
+        super().__init__(modules, layers)
+        if sum(x is not None for x in (std, relative, match)) != 1:
+            raise InterventionError("noise needs exactly one of std=, relative= or match=")
+        self.std, self.relative, self.seed = std, relative, int(seed)
+        self.match: Source | None = open_source(match) if match is not None else None
+
+    def prepare(self, model, sites):
+        if self.match is not None:
+            self.match.check_covers(sites)
+
+    def new_weight(self, site, current, model):
+        eps = torch.randn(current.shape, generator=site_generator(self.seed, site))
+        start = current.float().cpu()
+        if self.std is not None:
+            eps = eps * float(self.std)
+        else:
+            if self.relative is not None:
+                target = float(self.relative) * start.norm()
+            else:
+                donor = self.match.weight(site, current).float().cpu()
+                target = (start - donor).norm()
+                start = donor
+            eps = eps * (target / eps.norm().clamp_min(1e-30))
+        return (start + eps).to(device=current.device, dtype=current.dtype)
+
+    def _extra(self) -> str:
+        how = (f"std={self.std:g}" if self.std is not None else f"relative={self.relative:g}"
+               if self.relative is not None else f"match={self.match.description}")
+        return f", {how}, seed={self.seed}"
+
+
+class NeuronMask(WeightIntervention):
+    """Zero (or scale) MLP neurons: rows of gate/up, columns of down.
+
+    ``neurons`` is a list of channel indices (same in every selected layer) or ``{layer: [idx]}``.
+    """
+
+    def __init__(self, neurons: Sequence[int] | Mapping[int, Sequence[int]], modules: ModuleSpec = "mlp",
+                 layers: LayerSpec = None, factor: float = 0.0):
+        super().__init__(modules, layers)
+        from ..sites import parse_modules
+        wrong = [m for m in parse_modules(modules) if m not in ("gate", "up", "down")]
+        if wrong:
+            raise InterventionError(f"neuron masks act on MLP channels (gate, up, down); got {wrong}")
+        self.neurons = neurons
+        self.factor = float(factor)
+
+    def channels(self, site: Site) -> list[int]:
+        if isinstance(self.neurons, Mapping):
+            chosen = list(self.neurons.get(site.layer, []))
+        else:
+            chosen = list(self.neurons)
+        width = site.shape[1] if site.module == "down" else site.shape[0]
+        bad = [c for c in chosen if not -width <= int(c) < width]
+        if bad:
+            raise InterventionError(f"neurons {bad[:5]} out of range for {site.name} "
+                                    f"({width} MLP channels)")
+        return [int(c) for c in chosen]
+
+    def new_weight(self, site, current, model):
+        idx = self.channels(site)
+        new = current.clone()
+        if site.module == "down":
+            new[:, idx] = new[:, idx] * self.factor
+        else:
+            new[idx] = new[idx] * self.factor
+        return new
+
+    def _extra(self) -> str:
+        n = sum(len(v) for v in self.neurons.values()) if isinstance(self.neurons, Mapping) \
+            else len(self.neurons)
+        return f", neurons={n}, factor={self.factor:g}"
