@@ -101,7 +101,9 @@ class Source(ABC):
                     if tensor.dim() == 2 else "")
             raise ShapeMismatchError(f"{where}: tensor for {site.name} ({site.path}) has shape "
                                      f"{tuple(tensor.shape)}, the model's site is {site.shape}{hint}")
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+        # One fp32-accumulated pass (no temporary mask); the exact check runs only if the sum is off.
+        if tensor.is_floating_point() and not bool(torch.sum(tensor, dtype=torch.float32).isfinite()) \
+                and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
             raise NonFiniteError(f"{where}: tensor for {site.name} holds {bad} NaN/Inf values")
         return tensor
