@@ -143,3 +143,18 @@ def test_llama_donor_grafts_into_phi3_by_canonical_site(tiny):
         a, b = al.select(base, "gate", 0)[0].rows
         assert torch.equal(base.model.layers[0].mlp.gate_up_proj.weight[a:b],
                            donor.model.layers[0].mlp.gate_proj.weight)
+
+
+def test_random_revert_is_seeded_and_parameter_matched(pair):
+    base, donor = pair
+    w0 = base.model.layers[0].mlp.gate_proj.weight.detach().clone()
+    wd = donor.model.layers[0].mlp.gate_proj.weight.detach()
+    with al.intervene(base, al.random_revert(donor, 0.25, seed=4, modules="gate", layers=0)):
+        w = base.model.layers[0].mlp.gate_proj.weight.detach().clone()
+    took = (w == wd) & (w != w0)
+    assert torch.equal(w[~took], w0[~took])
+    assert abs(took.float().mean().item() - 0.25) < 0.03
+    with al.intervene(base, al.random_revert(donor, 0.25, seed=4, modules="gate", layers=0)):
+        assert torch.equal(base.model.layers[0].mlp.gate_proj.weight, w)
+    with pytest.raises(al.InterventionError, match="fraction"):
+        al.random_revert(donor, 1.5)

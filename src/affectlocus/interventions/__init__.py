@@ -4,7 +4,7 @@ Lower-case factories (``graft``, ``zero``, …) are the public spelling.
 """
 from .activation import MeanAblate, PatchOutput, Record, ScaleOutput, ZeroOutput
 from .base import Intervention, OutputIntervention, WeightIntervention
-from .weight import Graft, Interpolate, NeuronMask, Noise, Scale, Zero
+from .weight import Graft, Interpolate, NeuronMask, Noise, RandomRevert, Scale, Zero
 
 graft = Graft
 interpolate = Interpolate
@@ -17,8 +17,9 @@ zero_output = ZeroOutput
 scale_output = ScaleOutput
 patch_output = PatchOutput
 mean_ablate = MeanAblate
+random_revert = RandomRevert
 
 __all__ = ["Graft", "Interpolate", "Intervention", "MeanAblate", "NeuronMask", "Noise", "OutputIntervention",
-           "PatchOutput", "Record", "Scale", "ScaleOutput", "WeightIntervention", "Zero", "ZeroOutput",
-           "graft", "interpolate", "mean_ablate", "neuron_mask", "noise", "patch_output", "record", "scale",
+           "PatchOutput", "RandomRevert", "Record", "Scale", "ScaleOutput", "WeightIntervention", "Zero", "ZeroOutput",
+           "graft", "interpolate", "mean_ablate", "neuron_mask", "noise", "patch_output", "random_revert", "record", "scale",
            "scale_output", "zero", "zero_output"]

@@ -168,3 +168,25 @@ class NeuronMask(WeightIntervention):
         n = sum(len(v) for v in self.neurons.values()) if isinstance(self.neurons, Mapping) \
             else len(self.neurons)
         return f", neurons={n}, factor={self.factor:g}"
+
+
+class RandomRevert(Graft):
+    """Set a seeded random ``fraction`` of each selected weight's entries to the source's values.
+
+    With the base model as source, inside a graft of a tuned model, this reverts a random,
+    parameter-matched subset of the update — the control for "reverting module X hurts most".
+    """
+
+    def __init__(self, source, fraction: float, seed: int = 0, modules: ModuleSpec = "all",
+                 layers: LayerSpec = None):
+        super().__init__(source, modules, layers)
+        if not 0.0 <= float(fraction) <= 1.0:
+            raise InterventionError(f"fraction must be within [0, 1], got {fraction!r}")
+        self.fraction, self.seed = float(fraction), int(seed)
+
+    def new_weight(self, site, current, model):
+        mask = torch.rand(current.shape, generator=site_generator(self.seed, site)) < self.fraction
+        return torch.where(mask.to(current.device), self.donor(site, current), current)
+
+    def _extra(self) -> str:
+        return f", fraction={self.fraction:g}, seed={self.seed}, source={self.source.description}"

@@ -1,0 +1,102 @@
+"""``affectlocus diff BASE TUNED --out DIR``: tables, figures and a one-screen ranked summary."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import AffectLocusError
+from .stats import DEFAULT_SAMPLE
+from .table import HEADLINE, DiffTable
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    """Add the ``diff`` subcommand to an ``argparse`` subparsers object."""
+    p = subparsers.add_parser(
+        "diff", help="where does a fine-tune change the model? (module-wise weight differences)",
+        description="Stream BASE and TUNED (checkpoint folders/files, a peft adapter folder or a .pth "
+                    "adapter for TUNED) one tensor at a time; write diff.csv, diff.json and PNG figures "
+                    "to --out and print per-module means ranked.")
+    p.add_argument("base", help="base checkpoint (HF folder, .safetensors, index .json)")
+    p.add_argument("tuned", help="tuned checkpoint, peft adapter folder, or .pth adapter")
+    p.add_argument("--modules", default="all", help="q,k,v,o,gate,up,down, attn, mlp, all (default all)")
+    p.add_argument("--layers", default=None, help="e.g. '3', '0,5', '10:20', '10-19' (default all)")
+    p.add_argument("--metric", action="append", default=None,
+                   help="metric to rank by and draw (repeatable; default relative)")
+    p.add_argument("--metrics", default="default",
+                   help="metric groups: l2,relative,rms,quantiles,hist,rows or all (default: all but rows)")
+    p.add_argument("--rows", action="store_true", help="also per-row (gate/up) / per-column (down) norms")
+    p.add_argument("--sample", type=int, default=DEFAULT_SAMPLE,
+                   help=f"elements sampled per large tensor for distributions; 0 = every element "
+                        f"(default {DEFAULT_SAMPLE})")
+    p.add_argument("--seed", type=int, default=0, help="seed of the element sample")
+    p.add_argument("--top", type=int, default=5, help="how many top sites to print")
+    p.add_argument("--out", required=True, help="output folder (created)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import warnings
+
+    from .compare import diff
+    metrics = args.metrics + (",rows" if args.rows else "")
+    with warnings.catch_warnings():  # the notes are printed with the summary instead
+        warnings.simplefilter("ignore", UserWarning)
+        table = diff(args.base, args.tuned, modules=args.modules, layers=args.layers, metrics=metrics,
+                     progress=not args.no_progress, sample=args.sample or None, seed=args.seed)
+    out = Path(args.out)
+    table.save(out)
+    ranked = args.metric or [next((m for m in ("relative", "rms", "l2") if m in table.metrics),
+                                  table.metrics[0])]
+    for metric in ranked:
+        if metric not in table.metrics:
+            raise AffectLocusError(f"--metric {metric!r} was not computed; available: "
+                                   f"{', '.join(table.metrics)}")
+    written = [n for n in ("diff.csv", "diff.json", "rows.safetensors") if (out / n).exists()]
+    for metric in dict.fromkeys([*HEADLINE, *ranked]):
+        if metric in table.metrics:
+            name = f"heatmap_{metric}.png"
+            table.heatmap(metric, path=out / name)
+            written.append(name)
+    if table.edges is not None:
+        table.histograms(path=out / "histograms.png")
+        written.append("histograms.png")
+    print(summary_text(table, ranked[0], args.top))
+    print(f"wrote {out}/: {', '.join(written)}")
+    return 0
+
+
+def summary_text(table: DiffTable, metric: str = "relative", top: int = 5) -> str:
+    """The one-screen summary: what was compared, per-module means ranked, the top sites, notes."""
+    meta = table.meta
+    lines = [f"compared {table.describe()}",
+             f"  base : {meta.get('base', '?')}", f"  tuned: {meta.get('tuned', '?')}"]
+    frame = table.summary(metric)
+    lines.append(f"per-module mean over layers, ranked by {metric} "
+                 f"(raw l2 grows with matrix size: read it beside rms and relative)")
+    lines.append(frame.to_string(float_format=lambda v: f"{v:.4g}"))
+    cols = [c for c in dict.fromkeys([metric, *HEADLINE]) if c in table.metrics]
+    lines.append(f"top {top} sites by {metric}:")
+    for _, row in table.top(top, metric).iterrows():
+        vals = "  ".join(f"{c}={row[c]:.4g}" for c in cols)
+        lines.append(f"  layers.{row['layer']}.{row['module']:<5} {vals}")
+    lines += [f"note: {n}" for n in meta.get("notes", [])]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``diff`` as a standalone command (for tests and ``python -m affectlocus.diff.cli``)."""
+    parser = argparse.ArgumentParser(prog="affectlocus")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["diff", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return int(args.func(args) or 0)
+    except AffectLocusError as exc:
+        print(f"affectlocus diff: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
