@@ -1,0 +1,115 @@
+"""Study configuration: one dataclass, read from TOML, whose fields document their limits."""
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from ..errors import AffectLocusError
+
+STEPS = ("tune", "locate", "inherit", "targeted", "ablate", "interpolate", "cost", "neurons")
+
+#: The study's Table 1 grafts (plus every single module): attention alone and with MLP modules.
+INHERIT_SETS = ("none", "attn", "attn+down", "attn+up", "attn+gate", "attn+up+down", "attn+gate+down",
+                "attn+gate+up", "q", "k", "v", "o", "gate", "up", "down", "all")
+
+
+class ConfigError(AffectLocusError, ValueError):
+    """A study configuration field is missing, unknown or out of range."""
+
+
+@dataclass
+class StudyConfig:
+    """Everything a study run depends on. Results are cached per step under ``out``."""
+
+    model: str = "smollm2-135m"             # alias, HF folder, .safetensors or .gguf
+    out: str = "runs/demo"                  # run folder (everything is written inside it)
+    dtype: str | None = None                # None keeps the checkpoint's; "bfloat16" on GPU
+    device: str | None = None               # None → CPU
+    train_tasks: list[str] = field(default_factory=lambda: ["rt-polarity", "tweets-sentiment"])
+    eval_tasks: list[str] = field(default_factory=lambda: ["rt-polarity", "tweets-sentiment"])
+    meld_dir: str | None = None             # needed only for meld-* tasks
+    n_train: int = 256                      # training examples per affective task (≥ 8)
+    n_eval: int = 96                        # test examples per evaluation task (≥ 16)
+    n_control: int = 256                    # arithmetic control examples
+    steps: int = 24                         # optimiser steps per LoRA run (≥ 1)
+    batch_size: int = 8
+    lr: float = 1e-3
+    rank: int = 8                           # LoRA r (same for every module set: "uniform rank")
+    alpha: float = 16.0
+    max_length: int = 96                    # tokens per training example (prompt + answer)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    targeted: list[str] = field(default_factory=lambda: ["q", "v", "up", "down"])
+    inherit_sets: list[str] = field(default_factory=lambda: list(INHERIT_SETS))
+    ablate_kinds: list[str] = field(default_factory=lambda: ["revert", "zero", "noise"])
+    random_controls: int = 2                # random parameter-matched revert controls
+    alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0, 1.5])
+    neuron_k: list[int] = field(default_factory=lambda: [16, 64, 256])
+    probe_layers: list[int] = field(default_factory=lambda: [0, 7, 15, 22, 29])
+    bootstrap: int = 1000                   # bootstrap resamples for confidence intervals
+    eval_batch_size: int = 16
+    skip: list[str] = field(default_factory=list)   # steps to skip (names from STEPS)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        limits = {"n_train": 8, "n_eval": 16, "steps": 1, "batch_size": 1, "rank": 1, "max_length": 16,
+                  "bootstrap": 0, "eval_batch_size": 1, "n_control": 8}
+        for name, low in limits.items():
+            if int(getattr(self, name)) < low:
+                raise ConfigError(f"{name} = {getattr(self, name)} is below its minimum {low}")
+        if not self.seeds:
+            raise ConfigError("seeds must list at least one seed")
+        unknown = [s for s in self.skip if s not in STEPS]
+        if unknown:
+            raise ConfigError(f"unknown steps to skip {unknown}; steps are {', '.join(STEPS)}")
+        bad = [k for k in self.ablate_kinds if k not in ("revert", "zero", "noise")]
+        if bad:
+            raise ConfigError(f"unknown ablate kinds {bad}; use revert, zero, noise")
+        from ..sites import parse_modules
+        for spec in [*self.targeted, *(s for s in self.inherit_sets if s != "none")]:
+            parse_modules(spec)
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **overrides) -> "StudyConfig":
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"study config not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        data = data.get("study", data)
+        return cls.from_dict({**data, **{k: v for k, v in overrides.items() if v is not None}}, str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict, origin: str = "config") -> "StudyConfig":
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ConfigError(f"{origin}: unknown fields {unknown}; known: {', '.join(sorted(names))}")
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def fingerprint(self, *keys: str) -> str:
+        """A short hash of the named fields (all when none): a step's results depend on these."""
+        data = self.to_dict()
+        picked = {k: data[k] for k in (keys or sorted(data)) if k not in ("out", "skip")}
+        return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def quick() -> StudyConfig:
+    """The demo configuration: the embedded model and suite, ≤ 10 minutes on 2 CPU cores."""
+    return StudyConfig()
+
+
+def full(out: str = "runs/demo-full") -> StudyConfig:
+    """``--full``: more steps, examples, seeds and the whole single-module grid (hours on CPU)."""
+    return StudyConfig(out=out, n_train=1024, n_eval=400, steps=150, seeds=[0, 1, 2],
+                       targeted=["q", "k", "v", "o", "gate", "up", "down", "attn", "mlp", "attn+gate",
+                                 "gate+up", "gate+down", "up+down"], random_controls=5)

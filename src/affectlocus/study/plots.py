@@ -1,0 +1,129 @@
+"""Study figures (matplotlib, Agg): score bars with CIs, dose–response, cost–performance, neurons."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from ..diff.plots import save_figure  # noqa: E402
+
+Row = Mapping[str, object]
+GATE = "#d62728"
+OTHER = "#4c72b0"
+
+
+def _err(row: Row) -> tuple[float, float]:
+    lo, hi = row.get("ci") or (row["mean"], row["mean"])
+    return float(row["mean"]) - float(lo), float(hi) - float(row["mean"])
+
+
+def score_bars(rows: Mapping[str, Row], path: str | Path, title: str, xlabel: str = "mean score",
+               reference: Mapping[str, float] | None = None) -> Path:
+    """Horizontal bars (mean ± bootstrap CI); bars whose name mentions gate are red."""
+    names = list(rows)
+    fig, ax = plt.subplots(figsize=(7, 0.38 * len(names) + 1.4))
+    means = [float(rows[n]["mean"]) for n in names]
+    errs = list(zip(*[_err(rows[n]) for n in names])) if names else [[], []]
+    colors = [GATE if "gate" in n else OTHER for n in names]
+    ax.barh(range(len(names)), means, xerr=errs, color=colors, alpha=0.85, capsize=3)
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()
+    for label, value in (reference or {}).items():
+        ax.axvline(value, ls="--", lw=1, color="grey")
+        ax.text(value, -0.7, f" {label}", fontsize=8, color="grey", va="bottom")
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.grid(axis="x", alpha=0.3)
+    path = save_figure(fig, path)
+    plt.close(fig)
+    return path
+
+
+def dose_response(curves: Mapping[str, Sequence[tuple[float, Row]]], path: str | Path,
+                  title: str = "Interpolation between base and affective weights") -> Path:
+    """Score vs α (0 = base weights, 1 = affective weights) per module, with CI bands."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, points in curves.items():
+        xs = [a for a, _ in points]
+        ys = [float(r["mean"]) for _, r in points]
+        lo = [float((r.get("ci") or (r["mean"], r["mean"]))[0]) for _, r in points]
+        hi = [float((r.get("ci") or (r["mean"], r["mean"]))[1]) for _, r in points]
+        color = GATE if "gate" in name else None
+        line, = ax.plot(xs, ys, marker="o", label=name, color=color)
+        ax.fill_between(xs, lo, hi, alpha=0.15, color=line.get_color())
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.axvline(1, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel("α  (W_base + α·ΔW; 0 = base, 1 = affective)")
+    ax.set_ylabel("mean score")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    path = save_figure(fig, path)
+    plt.close(fig)
+    return path
+
+
+def cost_performance(points: Mapping[str, tuple[int, Row]], path: str | Path, highlight: str = "gate",
+                     title: str = "Trainable parameters vs mean score") -> Path:
+    """Scatter of trainable parameters (log x) against mean score; the highlighted config in red."""
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for name, (params, row) in points.items():
+        is_hl = name == highlight
+        ax.errorbar(params, float(row["mean"]), yerr=[[_err(row)[0]], [_err(row)[1]]], fmt="o",
+                    color=GATE if is_hl else OTHER, ms=8 if is_hl else 5, capsize=3)
+        ax.annotate(name + (" (GET)" if is_hl else ""), (params, float(row["mean"])), fontsize=8,
+                    xytext=(4, 4), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("trainable parameters (LoRA)")
+    ax.set_ylabel("mean score")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    path = save_figure(fig, path)
+    plt.close(fig)
+    return path
+
+
+def neuron_curves(curves: Mapping[str, Sequence[tuple[int, Row]]], path: str | Path,
+                  title: str = "Ablating gate channels in the affective model") -> Path:
+    """Score vs number of ablated gate channels per layer, for ranked and random choices."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for name, points in curves.items():
+        xs = [k for k, _ in points]
+        ys = [float(r["mean"]) for _, r in points]
+        yerr = list(zip(*[_err(r) for _, r in points])) if points else None
+        ax.errorbar(xs, ys, yerr=yerr, marker="o", capsize=3, label=name,
+                    color=OTHER if "random" in name else None)
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlabel("gate channels ablated per layer (k)")
+    ax.set_ylabel("mean score")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    path = save_figure(fig, path)
+    plt.close(fig)
+    return path
+
+
+def probe_accuracy(series: Mapping[str, Mapping], chance: float, path: str | Path,
+                   title: str = "Linear probe on gate_proj activations") -> Path:
+    """Held-out accuracy of a logistic-regression probe per layer (one line per model), with the
+    majority-class rate."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for name, per_layer in series.items():
+        layers = sorted(int(k) for k in per_layer)
+        ax.plot(layers, [per_layer[str(k)] if str(k) in per_layer else per_layer[k] for k in layers],
+                marker="o", label=name, color=GATE if name == "affective" else OTHER)
+    ax.axhline(chance, ls="--", color="grey", label=f"majority class {chance:.2f}")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("held-out accuracy")
+    ax.set_ylim(0, 1)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    path = save_figure(fig, path)
+    plt.close(fig)
+    return path

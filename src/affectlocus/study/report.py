@@ -1,0 +1,173 @@
+"""``report/index.md`` and ``report/index.html``: tables, figures, configuration and verdicts."""
+from __future__ import annotations
+
+import html
+import json
+import os
+import platform
+import tempfile
+from pathlib import Path
+from typing import Mapping
+
+SECTIONS = ("Verdicts", "Locate", "Inherit", "Targeted tuning", "Ablate", "Interpolate",
+            "Cost–performance", "Neurons", "Configuration", "Versions and timings")
+
+
+def atomic_write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def _fmt(row: Mapping | None) -> str:
+    if not row:
+        return "—"
+    lo, hi = row.get("ci") or (row["mean"], row["mean"])
+    return f"{float(row['mean']):.3f} [{float(lo):.3f}, {float(hi):.3f}]"
+
+
+def score_table(rows: Mapping[str, Mapping], first: str = "configuration", extra: Mapping[str, Mapping] | None = None
+                ) -> list[str]:
+    """Markdown table: name | mean [CI] | per-task means (| extra columns)."""
+    tasks = sorted({t for r in rows.values() for t in (r.get("per_task") or {})})
+    extra = extra or {}
+    extra_cols = sorted({c for e in extra.values() for c in e})
+    head = [first, "mean score [95% CI]", *tasks, *extra_cols]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, row in rows.items():
+        cells = [f"`{name}`", _fmt(row)]
+        cells += [f"{float(row['per_task'][t]['mean']):.3f}" if t in (row.get("per_task") or {}) else "—"
+                  for t in tasks]
+        cells += [str(extra.get(name, {}).get(c, "—")) for c in extra_cols]
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+def _figure(lines: list[str], figures: Mapping[str, str], key: str, caption: str) -> None:
+    if key in figures:
+        lines += ["", f"![{caption}]({figures[key]})", ""]
+
+
+def render_markdown(results: Mapping) -> str:
+    """The whole report as Markdown (figures referenced relative to the report folder)."""
+    cfg, figs = results.get("config", {}), results.get("figures", {})
+    lines = [f"# affectlocus study — {cfg.get('model', '?')}", "",
+             "Where does affective fine-tuning live in this model, and is `gate_proj` sufficient, "
+             "efficient and necessary? Every number below was measured in this run; scores are means "
+             "over the evaluation tasks with bootstrap 95% confidence intervals.", ""]
+    lines += ["## Verdicts", "", "| claim | verdict | evidence |", "|---|---|---|"]
+    for v in results.get("verdicts", []):
+        lines.append(f"| {v['claim']} | **{v['verdict']}** | {v['evidence']} |")
+    loc = results.get("locate") or {}
+    lines += ["", "## Locate", "", "Per-module mean over layers of the weight change (affective and "
+              "non-affective control fine-tunes). Raw L2 favours big matrices; `relative` and `rms` "
+              "are size-normalised.", ""]
+    for run, summary in (loc.get("summaries") or {}).items():
+        lines += [f"**{run}**", "", "| module | l2 | relative | rms |", "|---|---|---|---|"]
+        for mod, vals in summary.items():
+            lines.append(f"| {mod} | {vals['l2']:.4g} | {vals['relative']:.4g} | {vals['rms']:.4g} |")
+        lines.append("")
+    for key in sorted(k for k in figs if k.startswith("locate")):
+        _figure(lines, figs, key, key)
+    sections = [("Inherit", "inherit", "Grafting modules of the affective adapter into the base model "
+                 "(no training): sufficiency, the study's Table 1."),
+                ("Targeted tuning", "targeted", "LoRA on one module set at a time, same rank, steps and data."),
+                ("Ablate", "ablate", "In the affective model, each module's update reverted, zeroed or replaced "
+                 "by norm-matched noise; random parameter-matched reverts as controls. Note: in a SwiGLU "
+                 "MLP, zeroing any one of gate/up/down removes the whole MLP block, so zero-ablation cannot "
+                 "separate them; revert and noise can."),
+                ("Interpolate", "interpolate", "α-sweep W_base + α·ΔW for gate_proj and the next strongest "
+                 "module (dose–response)."),
+                ("Cost–performance", "cost", "Trainable parameters vs mean score for every tuned configuration."),
+                ("Neurons", "neurons", "gate_proj channels ranked by ΔW row norm and by activation difference; "
+                 "top-k vs random-k ablation; a linear probe on gate activations.")]
+    for title, key, blurb in sections:
+        lines += ["", f"## {title}", "", blurb, ""]
+        section = results.get(key) or {}
+        if section.get("rows"):
+            lines += score_table(section["rows"], extra=section.get("extra"))
+        for note in section.get("notes", []):
+            lines += ["", f"- {note}"]
+        for fig in sorted(k for k in figs if k.startswith(key)):
+            _figure(lines, figs, fig, fig)
+        if not section:
+            lines.append("_skipped in this run_")
+    lines += ["", "## Configuration", "", "```json", json.dumps(cfg, indent=2), "```", "",
+              "## Versions and timings", ""]
+    for k, v in {**versions(), **{f"wall time: {s}": f"{t:.1f} s" for s, t in
+                                   (results.get("timings") or {}).items()}}.items():
+        lines.append(f"- {k}: {v}")
+    return "\n".join(lines) + "\n"
+
+
+def versions() -> dict[str, str]:
+    import peft
+    import torch
+    import transformers
+
+    from .. import __version__
+    return {"affectlocus": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "peft": peft.__version__,
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
+
+
+def _inline(text: str) -> str:
+    import re
+    text = html.escape(text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
+def markdown_to_html(md: str, title: str) -> str:
+    """A small, dependency-free renderer for the report's own Markdown subset."""
+    out, in_table, in_code = [], False, False
+    for line in md.splitlines():
+        if line.startswith("```"):
+            out.append("</pre>" if in_code else "<pre>")
+            in_code = not in_code
+            continue
+        if in_code:
+            out.append(html.escape(line))
+            continue
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if all(set(c) <= set("-:") for c in cells):
+                continue
+            tag = "th" if not in_table else "td"
+            if not in_table:
+                out.append("<table>")
+                in_table = True
+            out.append("<tr>" + "".join(f"<{tag}>{_inline(c)}</{tag}>" for c in cells) + "</tr>")
+            continue
+        if in_table:
+            out.append("</table>")
+            in_table = False
+        if line.startswith("!["):
+            alt, src = line[2:].split("](", 1)
+            out.append(f'<figure><img src="{html.escape(src[:-1])}" alt="{html.escape(alt)}">'
+                       f"<figcaption>{html.escape(alt)}</figcaption></figure>")
+        elif line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            out.append(f"<h{level}>{_inline(line[level:].strip())}</h{level}>")
+        elif line.startswith("- "):
+            out.append(f"<li>{_inline(line[2:])}</li>")
+        elif line.strip():
+            out.append(f"<p>{_inline(line)}</p>")
+    if in_table:
+        out.append("</table>")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.4}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
+             "font-size:90%}img{max-width:100%}figure{margin:1em 0}code{background:#f4f4f4}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>\n" + "\n".join(out) + "\n</body></html>\n")
+
+
+def write_report(results: Mapping, run_dir: str | Path) -> Path:
+    """Write ``report/index.md`` and ``report/index.html`` in the run folder; return the md path."""
+    report = Path(run_dir) / "report"
+    md = render_markdown(results)
+    atomic_write(report / "index.html", markdown_to_html(md, "affectlocus study"))
+    return atomic_write(report / "index.md", md)
