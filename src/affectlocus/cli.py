@@ -12,9 +12,11 @@ def build_parser() -> argparse.ArgumentParser:
         "Find where a fine-tune lives inside a transformer LLM, and prove it by moving it."))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     from .bench.score_cli import add_score_parser
-    from .demo import register as register_demo
     from .diff.cli import register as register_diff
-    register_demo(sub)
+    from .study.cli import register as register_study
+    from .tour import register as register_tour
+    register_study(sub)
+    register_tour(sub)
     register_diff(sub)
     bench = sub.add_parser("bench", help="score benchmark outputs (bench score …)")
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCH_COMMAND")

@@ -16,6 +16,10 @@ INHERIT_SETS = ("none", "attn", "attn+down", "attn+up", "attn+gate", "attn+up+do
                 "attn+gate+up", "q", "k", "v", "o", "gate", "up", "down", "all")
 
 
+#: The quick demo's subset of the grafts.
+QUICK_INHERIT = ("none", "attn", "attn+gate", "attn+up", "attn+down", "gate", "up", "down", "all")
+
+
 class ConfigError(AffectLocusError, ValueError):
     """A study configuration field is missing, unknown or out of range."""
 
@@ -32,21 +36,21 @@ class StudyConfig:
     eval_tasks: list[str] = field(default_factory=lambda: ["rt-polarity", "tweets-sentiment"])
     meld_dir: str | None = None             # needed only for meld-* tasks
     n_train: int = 256                      # training examples per affective task (≥ 8)
-    n_eval: int = 96                        # test examples per evaluation task (≥ 16)
+    n_eval: int = 64                        # test examples per evaluation task (≥ 16)
     n_control: int = 256                    # arithmetic control examples
-    steps: int = 24                         # optimiser steps per LoRA run (≥ 1)
+    steps: int = 16                         # optimiser steps per LoRA run (≥ 1)
     batch_size: int = 8
     lr: float = 1e-3
     rank: int = 8                           # LoRA r (same for every module set: "uniform rank")
     alpha: float = 16.0
     max_length: int = 96                    # tokens per training example (prompt + answer)
     seeds: list[int] = field(default_factory=lambda: [0])
-    targeted: list[str] = field(default_factory=lambda: ["q", "v", "up", "down"])
-    inherit_sets: list[str] = field(default_factory=lambda: list(INHERIT_SETS))
-    ablate_kinds: list[str] = field(default_factory=lambda: ["revert", "zero", "noise"])
-    random_controls: int = 2                # random parameter-matched revert controls
-    alphas: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75, 1.0, 1.5])
-    neuron_k: list[int] = field(default_factory=lambda: [16, 64, 256])
+    targeted: list[str] = field(default_factory=lambda: ["q", "up"])   # besides gate and all
+    inherit_sets: list[str] = field(default_factory=lambda: list(QUICK_INHERIT))
+    ablate_kinds: list[str] = field(default_factory=lambda: ["revert"])  # revert, zero, noise
+    random_controls: int = 1                # random parameter-matched revert controls
+    alphas: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 1.5])
+    neuron_k: list[int] = field(default_factory=lambda: [32, 256])
     probe_layers: list[int] = field(default_factory=lambda: [0, 7, 15, 22, 29])
     bootstrap: int = 1000                   # bootstrap resamples for confidence intervals
     eval_batch_size: int = 16
@@ -110,6 +114,9 @@ def quick() -> StudyConfig:
 
 def full(out: str = "runs/demo-full") -> StudyConfig:
     """``--full``: more steps, examples, seeds and the whole single-module grid (hours on CPU)."""
-    return StudyConfig(out=out, n_train=1024, n_eval=400, steps=150, seeds=[0, 1, 2],
-                       targeted=["q", "k", "v", "o", "gate", "up", "down", "attn", "mlp", "attn+gate",
-                                 "gate+up", "gate+down", "up+down"], random_controls=5)
+    return StudyConfig(out=out, n_train=1024, n_eval=300, steps=150, seeds=[0, 1, 2],
+                       targeted=["q", "k", "v", "o", "up", "down", "attn", "mlp", "attn+gate", "attn+up",
+                                 "attn+down", "gate+up", "gate+down", "up+down"],
+                       inherit_sets=list(INHERIT_SETS), ablate_kinds=["revert", "zero", "noise"],
+                       random_controls=5, alphas=[0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5],
+                       neuron_k=[8, 32, 128, 512])

@@ -75,7 +75,7 @@ def targeted(study, results) -> dict:
         def one(seed, mods=mods, name=name):
             adapter = study.adapter(name, mods, seed)
             params[mods] = study.info(adapter)["trainable"]
-            return study.score(f"tuned[{mods}]/s{seed}", graft(adapter, modules="all"))
+            return _graft_score(study, adapter, "all", seed, tag=name)
         rows[mods] = study.over_seeds(mods, one)
     return {"rows": rows, "params": params}
 

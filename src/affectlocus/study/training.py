@@ -72,9 +72,9 @@ def train_lora(model, tokenizer, pairs: Sequence[tuple[str, str]], out: str | Pa
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             if progress:
-                progress(step, float(loss))
+                progress(step, losses[-1])
         wrapped.eval()
         out = Path(out)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))

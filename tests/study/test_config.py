@@ -1,0 +1,30 @@
+"""Study configuration: TOML loading and typed errors naming the bad field."""
+from __future__ import annotations
+
+import pytest
+
+from affectlocus.study import ConfigError, StudyConfig, full, quick
+
+
+def test_toml_round_trip(tmp_path):
+    path = tmp_path / "study.toml"
+    path.write_text('[study]\nmodel = "smollm2-135m"\nsteps = 3\nseeds = [0, 1]\ntargeted = ["q", "gate_proj"]\n')
+    cfg = StudyConfig.from_toml(path, out=str(tmp_path / "run"))
+    assert cfg.steps == 3 and cfg.seeds == [0, 1] and cfg.out == str(tmp_path / "run")
+    assert cfg.fingerprint() == StudyConfig.from_toml(path, out="elsewhere").fingerprint()
+
+
+@pytest.mark.parametrize("text,match", [("stepz = 3", "unknown fields"), ("steps = 0", "below its minimum"),
+                                        ('targeted = ["gates"]', "unknown module"), ("seeds = []", "at least one"),
+                                        ('skip = ["train"]', "unknown steps"), ("steps = [", "not valid TOML")])
+def test_bad_configs(tmp_path, text, match):
+    path = tmp_path / "bad.toml"
+    path.write_text(text + "\n")
+    with pytest.raises(Exception, match=match):
+        StudyConfig.from_toml(path)
+
+
+def test_missing_file_and_presets(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        StudyConfig.from_toml(tmp_path / "nope.toml")
+    assert quick().steps < full().steps and len(full().seeds) == 3

@@ -1,0 +1,79 @@
+"""The study end to end on a tiny random model (fast), resume after a kill, and the report."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import affectlocus as al
+from affectlocus.models import tiny_model
+from affectlocus.study import Study, StudyConfig, experiments
+
+from _util import assert_bit_identical, state_snapshot
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return al.load_model("smollm2-135m")[1]
+
+
+def tiny_config(out) -> StudyConfig:
+    return StudyConfig(out=str(out), n_train=16, n_eval=16, n_control=16, steps=2, bootstrap=50, batch_size=4,
+                       targeted=["up"], inherit_sets=["none", "attn", "attn+gate", "gate", "up", "all"],
+                       ablate_kinds=["revert", "zero"], alphas=[0, 0.5, 1], neuron_k=[4], probe_layers=[0, 1],
+                       random_controls=1)
+
+
+def test_pipeline_end_to_end_and_resume(tmp_path, tokenizer, monkeypatch):
+    model = tiny_model("llama", vocab_size=len(tokenizer))
+    snap = state_snapshot(model)
+    cfg = tiny_config(tmp_path / "run")
+
+    real = experiments.interpolate
+
+    def killed(study, results):
+        raise KeyboardInterrupt  # the user pressed Ctrl-C during the interpolate step
+    monkeypatch.setattr(experiments, "interpolate", killed)
+    with pytest.raises(KeyboardInterrupt):
+        Study(cfg, model=model, tokenizer=tokenizer, progress=False, log=lambda s: None).run_all()
+    assert_bit_identical(model, snap)
+    al.assert_clean(model)
+    done = sorted(p.stem for p in (tmp_path / "run" / "steps").glob("*.json"))
+    assert done == ["ablate", "inherit", "locate", "targeted", "tune"]
+
+    monkeypatch.setattr(experiments, "interpolate", real)
+    log: list[str] = []
+    study = Study(cfg, model=model, tokenizer=tokenizer, progress=False, log=log.append)
+    calls = []
+    original_predict = study.evaluator.predict
+    study.evaluator.predict = lambda task: calls.append(task.name) or original_predict(task)
+    results = study.run_all()
+    assert sorted(line for line in log if "cached" in line) == [f"[{s}] cached — skipped" for s in done]
+    # Nothing finished is recomputed: interpolate reuses the cached α = 0 (base) and α = 1 (graft)
+    # scores, so only α = 0.5 per module (+ α = 1 of a runner-up not grafted before) and the three
+    # neuron rankings × one k are new evaluations.
+    runner_up = results["interpolate"]["runner_up"]
+    expected = 2 + (runner_up not in cfg.inherit_sets) + 3
+    assert len(calls) == len(cfg.eval_tasks) * expected
+    assert_bit_identical(model, snap)
+    al.assert_clean(model)
+
+    report = (tmp_path / "run" / "report" / "index.md").read_text()
+    for section in ("## Verdicts", "## Locate", "## Inherit", "## Targeted tuning", "## Ablate", "## Interpolate",
+                    "## Cost–performance", "## Neurons", "## Configuration", "## Versions and timings"):
+        assert section in report
+    assert (tmp_path / "run" / "report" / "index.html").read_text().count("<img") == len(results["figures"])
+    for fig in results["figures"].values():
+        assert (tmp_path / "run" / "report" / fig).stat().st_size > 5000
+    assert len(results["verdicts"]) == 4
+    assert {v["verdict"] for v in results["verdicts"]} <= {"supported", "not supported", "inconclusive"}
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["inherit"]["rows"]["none"]["mean"] == results["inherit"]["rows"]["none"]["mean"]
+
+
+@pytest.mark.slow
+def test_demo_quick_mode_on_the_embedded_model(tmp_path):
+    from affectlocus.cli import main
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--no-progress"]) == 0
+    report = (tmp_path / "demo" / "report" / "index.md").read_text()
+    assert report.count("**supported**") + report.count("**not supported**") + report.count("**inconclusive**") == 4
