@@ -28,3 +28,10 @@ def test_missing_file_and_presets(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         StudyConfig.from_toml(tmp_path / "nope.toml")
     assert quick().steps < full().steps and len(full().seeds) == 3
+
+
+def test_shipped_example_configs_parse():
+    from pathlib import Path
+    for path in (Path(__file__).resolve().parents[2] / "examples").glob("*.toml"):
+        cfg = StudyConfig.from_toml(path)
+        assert cfg.model and cfg.out

@@ -32,6 +32,7 @@ class StudyConfig:
     out: str = "runs/demo"                  # run folder (everything is written inside it)
     dtype: str | None = None                # None keeps the checkpoint's; "bfloat16" on GPU
     device: str | None = None               # None → CPU
+    device_map: str | None = None           # e.g. "auto" to spread a 7B model over GPUs (accelerate)
     train_tasks: list[str] = field(default_factory=lambda: ["rt-polarity", "tweets-sentiment"])
     eval_tasks: list[str] = field(default_factory=lambda: ["rt-polarity", "tweets-sentiment"])
     meld_dir: str | None = None             # needed only for meld-* tasks

@@ -30,7 +30,7 @@ from .training import train_lora
 
 GRID_FIELDS = ("targeted", "inherit_sets", "ablate_kinds", "random_controls", "alphas", "neuron_k",
                "probe_layers", "skip")
-TRAIN_FIELDS = ("model", "dtype", "train_tasks", "n_train", "n_control", "steps", "batch_size", "lr", "rank",
+TRAIN_FIELDS = ("model", "dtype", "device_map", "train_tasks", "n_train", "n_control", "steps", "batch_size", "lr", "rank",
                 "alpha", "max_length", "meld_dir")
 
 
@@ -43,7 +43,8 @@ class Study:
         self.run = Path(cfg.out)
         self.run.mkdir(parents=True, exist_ok=True)
         if model is None:
-            model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device)
+            extra = {"device_map": cfg.device_map} if cfg.device_map else {}
+            model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, **extra)
         self.model, self.tok = model, tokenizer
         self.train_tasks = [load_task(t, meld_dir=cfg.meld_dir, seed=0) for t in cfg.train_tasks]
         self.eval_tasks = [load_task(t, meld_dir=cfg.meld_dir, seed=0, max_test=cfg.n_eval)
