@@ -15,13 +15,14 @@ from .models import load_model
 from .registry import Handle, active, assert_clean, attach, detach_all, intervene
 from .sites import Selection, Site, find_decoder, select
 from .sources import Source, open_source
+from .tuning import count_trainable, export_adapter, lora_config
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AffectLocusError", "ArchitectureError", "DataError", "DiffTable", "compare_diffs", "diff", "Handle", "InterventionError", "ModelLoadError",
     "NonFiniteError", "Selection", "ShapeMismatchError", "Site", "SiteError", "Source", "SourceError",
-    "UnsafeFileError", "active", "assert_clean", "attach", "detach_all", "find_decoder", "graft",
+    "UnsafeFileError", "active", "assert_clean", "attach", "count_trainable", "export_adapter", "lora_config", "detach_all", "find_decoder", "graft",
     "intervene", "interpolate", "load_model", "mean_ablate", "neuron_mask", "noise", "open_source",
     "patch_output", "random_revert", "record", "scale", "scale_output", "select", "zero", "zero_output",
 ]

@@ -15,9 +15,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .diff.cli import register as register_diff
     from .study.cli import register as register_study
     from .tour import register as register_tour
+    from .tuning.cli import register as register_params
     register_study(sub)
     register_tour(sub)
     register_diff(sub)
+    register_params(sub)
     bench = sub.add_parser("bench", help="score benchmark outputs (bench score …)")
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCH_COMMAND")
     add_score_parser(bench_sub)

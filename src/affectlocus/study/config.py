@@ -37,7 +37,7 @@ class StudyConfig:
     eval_tasks: list[str] = field(default_factory=lambda: ["rt-polarity", "tweets-sentiment"])
     meld_dir: str | None = None             # needed only for meld-* tasks
     n_train: int = 256                      # training examples per affective task (≥ 8)
-    n_eval: int = 64                        # test examples per evaluation task (≥ 16)
+    n_eval: int = 48                        # test examples per evaluation task (≥ 16)
     n_control: int = 256                    # arithmetic control examples
     steps: int = 16                         # optimiser steps per LoRA run (≥ 1)
     batch_size: int = 8
@@ -50,8 +50,8 @@ class StudyConfig:
     inherit_sets: list[str] = field(default_factory=lambda: list(QUICK_INHERIT))
     ablate_kinds: list[str] = field(default_factory=lambda: ["revert"])  # revert, zero, noise
     random_controls: int = 1                # random parameter-matched revert controls
-    alphas: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0, 1.5])
-    neuron_k: list[int] = field(default_factory=lambda: [32, 256])
+    alphas: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
+    neuron_k: list[int] = field(default_factory=lambda: [64])
     probe_layers: list[int] = field(default_factory=lambda: [0, 7, 15, 22, 29])
     bootstrap: int = 1000                   # bootstrap resamples for confidence intervals
     eval_batch_size: int = 16

@@ -81,8 +81,8 @@ def _probe(study, adapter, layers: list[int]) -> tuple[dict, float]:
     from sklearn.linear_model import LogisticRegression
     task = study.eval_tasks[0]
     layers = sorted({l % find_decoder(study.model).num_layers for l in layers})
-    train = study.train_tasks[0].train[-96:] if study.train_tasks[0].name == task.name else task.train[:96]
-    test = task.test[:64]
+    train = study.train_tasks[0].train[-64:] if study.train_tasks[0].name == task.name else task.train[:64]
+    test = task.test[:48]
     texts = [prompt_text(study.tok, ex.text, task.labels) for ex in train + test]
     y = np.array([task.labels.index(ex.label) for ex in train + test])
     n = len(train)

@@ -34,7 +34,7 @@ def score_bars(rows: Mapping[str, Row], path: str | Path, title: str, xlabel: st
     ax.invert_yaxis()
     for label, value in (reference or {}).items():
         ax.axvline(value, ls="--", lw=1, color="grey")
-        ax.text(value, -0.7, f" {label}", fontsize=8, color="grey", va="bottom")
+        ax.text(value, len(names) - 0.5, f" {label}", fontsize=8, color="grey", va="top")
     ax.set_xlabel(xlabel)
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)

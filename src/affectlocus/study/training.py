@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import random
-import re
 import shutil
 import tempfile
 import time
@@ -17,19 +16,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from ..errors import SiteError
-from ..sites import select
-
-
-def lora_target_regex(model, modules, layers=None) -> tuple[str, list[str]]:
-    """A full-name regex matching exactly the selected projections, and the names it must match."""
-    sites = select(model, modules, layers)
-    fused = [s.name for s in sites if s.rows is not None]
-    if fused:
-        raise SiteError(f"LoRA cannot target a row slice of a fused weight ({fused[:3]}); select whole "
-                        f"fused projections or use full fine-tuning")
-    names = sorted({s.hook_path for s in sites})
-    return "^(" + "|".join(re.escape(n) for n in names) + ")$", names
+from ..tuning.lora import target_regex, verify_targets
 
 
 def train_lora(model, tokenizer, pairs: Sequence[tuple[str, str]], out: str | Path, *, modules="all",
@@ -38,17 +25,13 @@ def train_lora(model, tokenizer, pairs: Sequence[tuple[str, str]], out: str | Pa
                warmup: float = 0.1, progress: Callable[[int, float], None] | None = None) -> dict:
     """Train a LoRA on ``modules``/``layers`` of ``model`` (left unchanged) and save it to ``out``."""
     import peft
-    regex, names = lora_target_regex(model, modules, layers)
+    regex, names = target_regex(model, modules, layers)
     torch.manual_seed(seed)
     cfg = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=regex,
                           task_type="CAUSAL_LM")
     wrapped = peft.get_peft_model(model, cfg)
     try:
-        got = sorted(n.replace("base_model.model.", "", 1) for n, m in wrapped.named_modules()
-                     if hasattr(m, "lora_A") and len(getattr(m, "lora_A")) > 0)
-        if got != names:
-            raise SiteError(f"LoRA matched {len(got)} modules, expected {len(names)}: "
-                            f"extra {sorted(set(got) - set(names))[:4]}, missing {sorted(set(names) - set(got))[:4]}")
+        verify_targets(wrapped, model, modules, layers)
         trainable = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
         data = [_encode(tokenizer, p, a, max_length) for p, a in pairs]
         order = random.Random(seed)
