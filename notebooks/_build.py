@@ -16,7 +16,7 @@ import torch
 import affectlocus as al
 from affectlocus.bench import load_task
 from affectlocus.study.data import affective_pairs
-from affectlocus.study.evaluate import Evaluator
+from affectlocus.bench.label_scoring import Evaluator
 from affectlocus.study.training import train_lora
 model, tok = al.load_model("smollm2-135m")   # SmolLM2-135M-Instruct, Q4_1-dequantised, embedded
 task = load_task("rt-polarity")
@@ -94,7 +94,7 @@ print(f"gate/all trainable parameters: {params['gate'] / params['all']:.3f}")"""
                "random-k, and fit a linear probe (`al.record`, `al.neuron_mask`)."),
         ("code", SETUP),
         ("code", """import numpy as np
-from affectlocus.study.evaluate import prompt_text
+from affectlocus.bench.label_scoring import prompt_text
 n = max(8, int(32 * SCALE))
 pos = [prompt_text(tok, e.text, task.labels) for e in task.train if e.label == "positive"][:n]
 neg = [prompt_text(tok, e.text, task.labels) for e in task.train if e.label == "negative"][:n]

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._io import atomic_write
 from ..errors import DataError
 from ..sites import CANONICAL
 
@@ -41,24 +42,6 @@ class SiteResult:
     @property
     def numel(self) -> int:
         return self.shape[0] * self.shape[1]
-
-
-def atomic_write(path: Path, write, suffix: str = ".tmp") -> Path:
-    """Call ``write(binary_file)`` on a temp file beside ``path``, then rename it into place (so a
-    crash never leaves a half-written file); the file gets the usual umask permissions."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -48,9 +48,10 @@ def gate_dominates(affect: Mapping[str, Mapping[str, float]],
     ranks = {m: _ranked({mod: v[m] for mod, v in affect.items()}) for m in ("l2", "relative", "rms")}
     text = "; ".join(f"{m}: {' > '.join(r[:3])}" for m, r in ranks.items())
     if ranks["relative"][0] != "gate" and ranks["rms"][0] != "gate":
-        why = "raw L2 only — it mostly tracks matrix size" if ranks["l2"][0] == "gate" else "by no metric"
-        return Verdict(claim, NOT_SUPPORTED, f"gate is not the top module by relative or rms change "
-                                             f"({why}). Affective ranking {text}.")
+        why = (" (raw L2 ranks it first, but raw L2 mostly tracks matrix size)" if ranks["l2"][0] == "gate"
+               else "")
+        return Verdict(claim, NOT_SUPPORTED, f"gate is not the top module by relative or rms change{why}. "
+                                             f"Affective ranking {text}.")
     if ranks["relative"][0] != ranks["rms"][0]:
         return Verdict(claim, INCONCLUSIVE, f"size-normalised metrics disagree. Affective ranking {text}.")
     if control:

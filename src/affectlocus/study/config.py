@@ -37,16 +37,16 @@ class StudyConfig:
     eval_tasks: list[str] = field(default_factory=lambda: ["rt-polarity", "tweets-sentiment"])
     meld_dir: str | None = None             # needed only for meld-* tasks
     n_train: int = 256                      # training examples per affective task (≥ 8)
-    n_eval: int = 48                        # test examples per evaluation task (≥ 16)
+    n_eval: int = 40                        # test examples per evaluation task (≥ 16)
     n_control: int = 256                    # arithmetic control examples
-    steps: int = 16                         # optimiser steps per LoRA run (≥ 1)
+    steps: int = 14                         # optimiser steps per LoRA run (≥ 1)
     batch_size: int = 8
     lr: float = 1e-3
     rank: int = 8                           # LoRA r (same for every module set: "uniform rank")
     alpha: float = 16.0
     max_length: int = 96                    # tokens per training example (prompt + answer)
     seeds: list[int] = field(default_factory=lambda: [0])
-    targeted: list[str] = field(default_factory=lambda: ["q", "up"])   # besides gate and all
+    targeted: list[str] = field(default_factory=lambda: ["up"])   # besides gate and all
     inherit_sets: list[str] = field(default_factory=lambda: list(QUICK_INHERIT))
     ablate_kinds: list[str] = field(default_factory=lambda: ["revert"])  # revert, zero, noise
     random_controls: int = 1                # random parameter-matched revert controls

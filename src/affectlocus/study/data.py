@@ -4,7 +4,7 @@ from __future__ import annotations
 import random
 from typing import Sequence
 
-from .evaluate import prompt_text
+from ..bench.label_scoring import prompt_text
 
 _NAMES = ("Ana", "Ben", "Chen", "Dara", "Eli", "Fatima", "Goran", "Hana", "Ivo", "Jun")
 _THINGS = ("apples", "books", "coins", "marbles", "pencils", "stamps", "tickets", "shells")

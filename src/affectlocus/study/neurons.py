@@ -15,7 +15,7 @@ from ..interventions import graft, neuron_mask, record
 from ..registry import intervene
 from ..sites import find_decoder
 from .data import arithmetic_control
-from .evaluate import prompt_text
+from ..bench.label_scoring import prompt_text
 
 
 def _pooled_gate(study, texts: list[str], layers: list[int]) -> dict[int, np.ndarray]:
@@ -81,8 +81,8 @@ def _probe(study, adapter, layers: list[int]) -> tuple[dict, float]:
     from sklearn.linear_model import LogisticRegression
     task = study.eval_tasks[0]
     layers = sorted({l % find_decoder(study.model).num_layers for l in layers})
-    train = study.train_tasks[0].train[-64:] if study.train_tasks[0].name == task.name else task.train[:64]
-    test = task.test[:48]
+    train = study.train_tasks[0].train[-48:] if study.train_tasks[0].name == task.name else task.train[:48]
+    test = task.test[:40]
     texts = [prompt_text(study.tok, ex.text, task.labels) for ex in train + test]
     y = np.array([task.labels.index(ex.label) for ex in train + test])
     n = len(train)

@@ -24,8 +24,9 @@ from ..models import load_model
 from . import claims, plots
 from .config import STEPS, StudyConfig
 from .data import affective_pairs, arithmetic_control
-from .evaluate import Evaluator
-from .report import atomic_write, write_report
+from ..bench.label_scoring import Evaluator
+from .._io import atomic_write_text as atomic_write
+from .report import write_report
 from .training import train_lora
 
 GRID_FIELDS = ("targeted", "inherit_sets", "ablate_kinds", "random_controls", "alphas", "neuron_k",

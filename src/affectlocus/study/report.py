@@ -9,17 +9,10 @@ import tempfile
 from pathlib import Path
 from typing import Mapping
 
+from .._io import atomic_write_text as atomic_write
+
 SECTIONS = ("Verdicts", "Locate", "Inherit", "Targeted tuning", "Ablate", "Interpolate",
             "Cost–performance", "Neurons", "Configuration", "Versions and timings")
-
-
-def atomic_write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-    return path
 
 
 def _fmt(row: Mapping | None) -> str:

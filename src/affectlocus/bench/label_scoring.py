@@ -1,4 +1,4 @@
-"""Label-scoring evaluation for the study: fast, batched, cached per configuration, with CIs.
+"""Label scoring: fast, batched evaluation of the model *as it is* (any interventions active), with CIs.
 
 Each example is a chat prompt asking for one label word; the prediction is the label whose first
 token has the highest next-token logit (labels must start with distinct tokens — checked). The score
@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from .._io import atomic_write_text
 from ..errors import DataError
 
 SYSTEM = "You are a careful annotator. Answer with exactly one word."
@@ -96,8 +97,7 @@ class Evaluator:
         row = self.summarise(preds)
         row["name"] = name
         if path is not None:
-            from .report import atomic_write
-            atomic_write(path, json.dumps(row))
+            atomic_write_text(path, json.dumps(row))
         return row
 
     def summarise(self, preds: dict[str, np.ndarray]) -> dict:
