@@ -97,7 +97,10 @@ def neuron_curves(curves: Mapping[str, Sequence[tuple[int, Row]]], path: str | P
         yerr = list(zip(*[_err(r) for _, r in points])) if points else None
         ax.errorbar(xs, ys, yerr=yerr, marker="o", capsize=3, label=name,
                     color=OTHER if "random" in name else None)
-    ax.set_xscale("symlog", linthresh=1)
+    ks = sorted({int(k) for pts in curves.values() for k, _ in pts})
+    if len(ks) > 3 and ks[-1] / max(ks[1], 1) > 20:
+        ax.set_xscale("symlog", linthresh=max(ks[1], 1))
+    ax.set_xticks(ks, [str(k) for k in ks])
     ax.set_xlabel("gate channels ablated per layer (k)")
     ax.set_ylabel("mean score")
     ax.set_title(title)
