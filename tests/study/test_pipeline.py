@@ -72,6 +72,7 @@ def test_pipeline_end_to_end_and_resume(tmp_path, tokenizer, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2400)  # ≈ 9 min alone on 2 cores; generous for a loaded machine
 def test_demo_quick_mode_on_the_embedded_model(tmp_path):
     from affectlocus.cli import main
     assert main(["demo", "--out", str(tmp_path / "demo"), "--no-progress"]) == 0
