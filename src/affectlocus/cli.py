@@ -11,7 +11,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="affectlocus", description=(
         "Find where a fine-tune lives inside a transformer LLM, and prove it by moving it."))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from .bench.run import add_run_parser
+    from .bench.run_cli import register as register_bench_run
     from .bench.score_cli import add_score_parser
     from .diff.cli import register as register_diff
     from .study.cli import register as register_study
@@ -21,12 +21,11 @@ def build_parser() -> argparse.ArgumentParser:
     register_tour(sub)
     register_diff(sub)
     register_params(sub)
-    bench = sub.add_parser("bench", help="score a model on text tasks (bench run …) or benchmark "
-                                         "outputs exactly (bench score …)")
+    bench = sub.add_parser("bench", help="score a model on affective tasks (bench --model …) or "
+                                         "benchmark outputs exactly (bench score …)")
+    register_bench_run(bench)
     bench_sub = bench.add_subparsers(dest="bench_command", metavar="BENCH_COMMAND")
-    add_run_parser(bench_sub)
     add_score_parser(bench_sub)
-    bench.set_defaults(func=lambda a: bench.print_help() or 2)
     return parser
 
 

@@ -1,8 +1,6 @@
 """Label scoring: batched predictions equal a slow one-at-a-time reference; the run CLI caches."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -43,26 +41,3 @@ def test_balanced_accuracy_and_bootstrap_are_deterministic(small, tok):
     a = Evaluator(small, tok, [task], n_eval=16, bootstrap=50).score("x")
     b = Evaluator(small, tok, [task], n_eval=16, bootstrap=50).score("x")
     assert a == b and a["ci"][0] <= a["mean"] <= a["ci"][1]
-
-
-def test_bench_run_cli_caches_by_effective_weights(small, tok, tmp_path, monkeypatch, capsys):
-    from affectlocus.cli import main
-    small.save_pretrained(tmp_path / "m")
-    tok.save_pretrained(tmp_path / "m")
-    argv = ["bench", "run", "--model", str(tmp_path / "m"), "--tasks", "rt-polarity", "--max-examples", "16",
-            "--bootstrap", "20", "--out", str(tmp_path / "out")]
-    assert main(argv) == 0
-    first = json.loads((tmp_path / "out" / "scores.json").read_text())
-    assert len(list((tmp_path / "out" / "cache").glob("*.json"))) == 1
-
-    def boom(self, task):
-        raise AssertionError("recomputed a cached configuration")
-    monkeypatch.setattr(Evaluator, "predict", boom)
-    assert main(argv) == 0
-    assert json.loads((tmp_path / "out" / "scores.json").read_text())["mean"] == first["mean"]
-    monkeypatch.undo()
-    assert main(argv + ["--zero", "gate:0"]) == 0  # another intervention → another cache entry
-    assert len(list((tmp_path / "out" / "cache").glob("*.json"))) == 2
-    assert "zero(modules=gate" in json.loads((tmp_path / "out" / "scores.json").read_text())["interventions"]
-    assert main(argv[:-2] + ["--graft", "nonsense"]) == 2
-    assert "SRC:MODULES" in capsys.readouterr().err

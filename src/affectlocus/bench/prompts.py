@@ -223,7 +223,7 @@ def char_tokenizer(chat: bool = True):
     chars = ["\n"] + [chr(c) for c in range(32, 127)]
     vocab = {tok: i for i, tok in enumerate(special + chars)}
     core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\\s\\S]"), behavior="isolated")
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     core.decoder = decoders.Fuse()
     core.add_special_tokens(special)
     tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", unk_token="<unk>",
