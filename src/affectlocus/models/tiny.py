@@ -1,11 +1,19 @@
-"""Tiny random models of every supported architecture, built from configs (no weights, seeded)."""
+"""Tiny random models of every supported architecture, built from configs (no weights, seeded).
+
+Each has hidden 64, 2 layers, intermediate 128, vocab 128, 4 query / 2 key-value heads of 16 dims: small
+enough for fast unit tests, with grouped-query attention so k/v projections differ in shape from q/o.
+"""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import ModelLoadError
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedModel
 
 _BASE = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
              num_key_value_heads=2, head_dim=16, vocab_size=128, max_position_embeddings=256,
@@ -33,7 +41,7 @@ def _classes(arch: str):
 TINY_ARCHS = ("llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi3")
 
 
-def tiny_config(arch: str = "llama", **overrides):
+def tiny_config(arch: str = "llama", **overrides) -> PretrainedConfig:
     """A small config of ``arch`` (hidden 64, 2 layers, intermediate 128, vocab 128, 4/2 heads)."""
     cfg_cls, _ = _classes(arch)
     args = {**_BASE, **overrides}
@@ -42,19 +50,22 @@ def tiny_config(arch: str = "llama", **overrides):
     return cfg_cls(**args)
 
 
-def tiny_model(arch: str = "llama", seed: int = 0, **overrides) -> torch.nn.Module:
-    """A randomly initialised tiny causal LM of ``arch`` in eval mode (same ``seed`` → same weights)."""
+def tiny_model(arch: str = "llama", seed: int = 0, **overrides) -> PreTrainedModel:
+    """A randomly initialised tiny causal LM of ``arch`` in eval mode.
+
+    The same ``seed`` gives bit-identical weights; the global RNG state is left untouched.
+    ``overrides`` go to the config (e.g. ``num_hidden_layers=4``, ``tie_word_embeddings=True``).
+    """
     _, model_cls = _classes(arch)
     config = tiny_config(arch, **overrides)
-    devnull = torch.random.fork_rng()
-    with devnull:
+    with torch.random.fork_rng():
         torch.manual_seed(seed)
         model = model_cls(config)
     return model.eval()
 
 
 def tiny_model_dir(folder: str | Path, arch: str = "llama", seed: int = 0, **overrides) -> Path:
-    """Save a tiny model (config + safetensors) to ``folder`` and return the folder."""
+    """Save a tiny model (config.json + model.safetensors, no tokenizer) to ``folder``; return the folder."""
     folder = Path(folder)
     tiny_model(arch, seed, **overrides).save_pretrained(str(folder))
     return folder
