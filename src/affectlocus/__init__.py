@@ -3,26 +3,30 @@
 Public names (stable; see README): ``load_model``, ``select``, ``open_source``, ``intervene``,
 ``attach``, the intervention factories (``graft``, ``interpolate``, ``zero``, ``scale``, ``noise``,
 ``neuron_mask``, ``record``, ``zero_output``, ``scale_output``, ``patch_output``, ``mean_ablate``),
-``active`` / ``assert_clean`` / ``detach_all``, and the error hierarchy.
+``active`` / ``assert_clean`` / ``detach_all``, ``diff``, the tuning entry points (``lora_config``,
+``count_trainable``, ``train``, ``sweep``, ``export_adapter``), and the error hierarchy.
 """
 from . import diff  # the package is callable: al.diff(base, tuned)
 from .diff import DiffTable, compare_diffs
-from .errors import (AffectLocusError, ArchitectureError, DataError, InterventionError, ModelLoadError,
-                     NonFiniteError, ShapeMismatchError, SiteError, SourceError, UnsafeFileError)
+from .errors import (AffectLocusError, ArchitectureError, CheckpointError, DataError, InterventionError,
+                     ModelLoadError, NonFiniteError, ResumeError, ShapeMismatchError, SiteError, SourceError,
+                     TuningError, UnsafeFileError)
 from .interventions import (graft, interpolate, mean_ablate, neuron_mask, noise, patch_output, random_revert,
                             record, scale, scale_output, zero, zero_output)
 from .models import load_model
 from .registry import Handle, active, assert_clean, attach, detach_all, intervene
 from .sites import Selection, Site, find_decoder, select
 from .sources import Source, open_source
-from .tuning import count_trainable, export_adapter, lora_config
+from .tuning import TrainConfig, TrainResult, count_trainable, export_adapter, lora_config, sweep, train
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AffectLocusError", "ArchitectureError", "DataError", "DiffTable", "compare_diffs", "diff", "Handle", "InterventionError", "ModelLoadError",
-    "NonFiniteError", "Selection", "ShapeMismatchError", "Site", "SiteError", "Source", "SourceError",
-    "UnsafeFileError", "active", "assert_clean", "attach", "count_trainable", "export_adapter", "lora_config", "detach_all", "find_decoder", "graft",
-    "intervene", "interpolate", "load_model", "mean_ablate", "neuron_mask", "noise", "open_source",
-    "patch_output", "random_revert", "record", "scale", "scale_output", "select", "zero", "zero_output",
+    "AffectLocusError", "ArchitectureError", "CheckpointError", "DataError", "DiffTable", "Handle",
+    "InterventionError", "ModelLoadError", "NonFiniteError", "ResumeError", "Selection", "ShapeMismatchError",
+    "Site", "SiteError", "Source", "SourceError", "TrainConfig", "TrainResult", "TuningError", "UnsafeFileError",
+    "active", "assert_clean", "attach", "compare_diffs", "count_trainable", "detach_all", "diff",
+    "export_adapter", "find_decoder", "graft", "intervene", "interpolate", "load_model", "lora_config",
+    "mean_ablate", "neuron_mask", "noise", "open_source", "patch_output", "random_revert", "record", "scale",
+    "scale_output", "select", "sweep", "train", "zero", "zero_output",
 ]

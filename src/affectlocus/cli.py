@@ -16,11 +16,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .diff.cli import register as register_diff
     from .study.cli import register as register_study
     from .tour import register as register_tour
-    from .tuning.cli import register as register_params
+    from .tuning.cli import register as register_tuning
     register_study(sub)
     register_tour(sub)
     register_diff(sub)
-    register_params(sub)
+    register_tuning(sub)
     bench = sub.add_parser("bench", help="score a model on affective tasks (bench --model …) or "
                                          "benchmark outputs exactly (bench score …)")
     register_bench_run(bench)

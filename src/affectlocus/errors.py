@@ -55,6 +55,18 @@ class DataError(AffectLocusError):
     """A dataset, label file or benchmark output is missing or malformed."""
 
 
+class TuningError(AffectLocusError):
+    """A training, sweep or export request that cannot be carried out as asked."""
+
+
+class CheckpointError(TuningError):
+    """A checkpoint could not be written or read (the previous checkpoint is kept)."""
+
+
+class ResumeError(TuningError):
+    """A run folder holds a run with a different configuration, data or base model."""
+
+
 __all__ = [
     "AffectLocusError",
     "SiteError",
@@ -66,5 +78,8 @@ __all__ = [
     "InterventionError",
     "ModelLoadError",
     "DataError",
+    "TuningError",
+    "CheckpointError",
+    "ResumeError",
     "_preview",
 ]

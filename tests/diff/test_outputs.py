@@ -10,7 +10,13 @@ import torch
 
 import affectlocus as al
 from affectlocus.diff import DiffTable, compare_diffs, diff
-from affectlocus.diff.cli import main
+from affectlocus.cli import main as cli_main
+
+
+
+def main(argv):
+    return cli_main(["diff", *argv])
+
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -122,7 +128,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     rc = main([str(tmp_path / "missing"), str(tmp_path / "missing2"), "--out", str(tmp_path / "o")])
     assert rc == 2
     err = capsys.readouterr().err
-    assert err.startswith("affectlocus diff: error: SourceError: source path not found")
+    assert err.startswith("affectlocus: error: SourceError: source path not found")
 
 
 def test_register_adds_the_subcommand():

@@ -42,3 +42,25 @@ def test_export_errors(adapter, tmp_path):
         al.export_adapter(tmp_path, modules="gate", out=tmp_path / "x")
     with pytest.raises(al.SiteError):
         al.export_adapter(adapter, modules="gates", out=tmp_path / "x")
+
+
+def test_adapter_for_a_different_base_is_refused(tiny, adapter, tmp_path):
+    from affectlocus.tuning import check_adapter
+    assert len(check_adapter(adapter, tiny("qwen2"))) == 14
+    with pytest.raises(al.SourceError, match="different base"):
+        check_adapter(adapter, tiny("qwen2", intermediate_size=96))
+    with pytest.raises(al.SourceError, match="no such projection"):
+        check_adapter(adapter, tiny("qwen2", num_hidden_layers=1))
+    with pytest.raises(al.SourceError, match="different base"):
+        al.export_adapter(adapter, modules="gate", out=tmp_path / "x", model=tiny("qwen2", hidden_size=32))
+    assert not (tmp_path / "x").exists()
+
+
+def test_export_of_a_trained_get_adapter(make, tok, pairs, tmp_path):
+    from affectlocus.tuning import train
+    res = train(make(), tok, pairs, tmp_path / "all", modules="all", r=2, steps=2, batch_size=4, lr=1e-2,
+                progress=False)
+    part = al.export_adapter(res.out, modules="gate", out=tmp_path / "gate", model=make())
+    loaded = peft.PeftModel.from_pretrained(make(), part)
+    assert sorted(n for n, _ in loaded.named_parameters() if "lora_" in n) == sorted(
+        n for n, _ in res.model.named_parameters() if "lora_" in n and "gate_proj" in n)

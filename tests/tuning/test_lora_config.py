@@ -47,7 +47,7 @@ def test_gate_only_lora_changes_only_gate_proj(tiny, tmp_path):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     pairs = [("I loved it", "positive"), ("I hated it", "negative")] * 4
     info = train_lora(model, tok, pairs, tmp_path / "get", modules="gate", r=2, steps=3, batch_size=4, lr=1e-2)
-    assert info["modules"] == [f"model.layers.{i}.mlp.gate_proj" for i in range(2)]
+    assert info["modules"] == [f"layers.{i}.gate" for i in range(2)]
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # base untouched
     al.assert_clean(model)
     with al.intervene(model, al.graft(tmp_path / "get")):

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Union
 
 import numpy as np
 
-from ..errors import DataError, _preview
+from ..errors import DataError
 from .metrics import HitRate, SentimentScore, hit_rate, mean_score, sentiment_scores
 from .safe_npz import load_npz, load_npz_item
 from .wheels import EmotionWheels

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ..errors import AffectLocusError
@@ -85,18 +84,3 @@ def summary_text(table: DiffTable, metric: str = "relative", top: int = 5) -> st
     lines += [f"note: {n}" for n in meta.get("notes", [])]
     return "\n".join(lines)
 
-
-def main(argv: list[str] | None = None) -> int:
-    """Run ``diff`` as a standalone command (for tests and ``python -m affectlocus.diff.cli``)."""
-    parser = argparse.ArgumentParser(prog="affectlocus")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["diff", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return int(args.func(args) or 0)
-    except AffectLocusError as exc:
-        print(f"affectlocus diff: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

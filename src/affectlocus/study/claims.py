@@ -85,7 +85,7 @@ def gate_transfers(inherit: Mapping[str, Row]) -> Verdict:
     if recovery >= 0.5 and best == "gate" and separated(gate, none):
         return Verdict(claim, SUPPORTED, text)
     if best != "gate" and separated(inherit[best], gate):
-        return Verdict(claim, NOT_SUPPORTED, text + f", which beats gate beyond CI")
+        return Verdict(claim, NOT_SUPPORTED, text + ", which beats gate beyond CI")
     if recovery < 0.25:
         return Verdict(claim, NOT_SUPPORTED, text)
     return Verdict(claim, INCONCLUSIVE, text)
@@ -102,7 +102,7 @@ def gate_most_efficient(targeted: Mapping[str, Row], params: Mapping[str, int],
     ranking = _ranked({m: float(r["mean"]) for m, r in singles.items()})
     base_mean = float(base["mean"]) if base else 0.0
     per_m = {m: (float(singles[m]["mean"]) - base_mean) / max(params.get(m, 1), 1) * 1e6 for m in singles}
-    text = (f"single-module scores: " + ", ".join(f"{m} {float(singles[m]['mean']):.3f}" for m in ranking)
+    text = ("single-module scores: " + ", ".join(f"{m} {float(singles[m]['mean']):.3f}" for m in ranking)
             + "; gain per million trainable parameters: "
             + ", ".join(f"{m} {per_m[m]:.2f}" for m in _ranked(per_m)))
     if ranking[0] == "gate":

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ..bench import load_task
 from ..models import load_model
-from . import claims, plots
+from . import claims
 from .config import STEPS, StudyConfig
 from .data import affective_pairs, arithmetic_control
 from ..bench.label_scoring import Evaluator

@@ -5,7 +5,6 @@ import html
 import json
 import os
 import platform
-import tempfile
 from pathlib import Path
 from typing import Mapping
 
