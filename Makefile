@@ -27,6 +27,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_intervene.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_diff.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_eval.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_train.py
 
 tour: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/affectlocus tour

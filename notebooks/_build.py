@@ -17,7 +17,6 @@ import affectlocus as al
 from affectlocus.bench import load_task
 from affectlocus.study.data import affective_pairs
 from affectlocus.bench.label_scoring import Evaluator
-from affectlocus.study.training import train_lora
 model, tok = al.load_model("smollm2-135m")   # SmolLM2-135M-Instruct, Q4_1-dequantised, embedded
 task = load_task("rt-polarity")
 steps, n_eval = max(2, int(16 * SCALE)), max(16, int(64 * SCALE))
@@ -31,8 +30,11 @@ NOTEBOOKS = {
                "(`rms`, `relative`) side by side — see `src/affectlocus/diff/`."),
         ("code", SETUP),
         ("code", """pairs = affective_pairs(tok, [task], n_per_task=128)
-info = train_lora(model, tok, pairs, "nb-runs/affect-all", modules="all", steps=steps, batch_size=8, lr=1e-3)
-print(f"{info['trainable']:,} trainable parameters, final loss {info['losses'][-1]:.3f}")"""),
+# the prompts are already chat-rendered (as the evaluator sees them): template=False
+res = al.train(model, tok, pairs, "nb-runs/affect-all", modules="all", r=8, alpha=16, steps=steps, batch_size=8,
+               lr=1e-3, max_length=96, template=False, progress=False)
+res.restore()   # the base model back, without LoRA layers; the adapter is in nb-runs/affect-all
+print(f"{res.trainable:,} trainable parameters, final loss {res.losses[-1]:.3f}")"""),
         ("code", """table = al.diff(model, "nb-runs/affect-all", modules="all", progress=False)
 table.summary("rms")"""),
         ("code", """for metric in ("l2", "rms", "relative"):
@@ -77,8 +79,10 @@ ev = Evaluator(model, tok, [task], n_eval=n_eval, bootstrap=200)
 rows = {"base": ev.score("base")}
 params = {}
 for mods in ("gate", "all"):
-    info = train_lora(model, tok, pairs, f"nb-runs/get-{mods}", modules=mods, steps=steps, batch_size=8, lr=1e-3)
-    params[mods] = info["trainable"]
+    res = al.train(model, tok, pairs, f"nb-runs/get-{mods}", modules=mods, r=8, alpha=16, steps=steps,
+                   batch_size=8, lr=1e-3, max_length=96, template=False, progress=False)
+    res.restore()
+    params[mods] = res.trainable
     with al.intervene(model, al.graft(f"nb-runs/get-{mods}")):
         rows[mods] = ev.score(f"tuned-{mods}")
 for k, r in rows.items():

@@ -49,3 +49,19 @@ def test_gate_necessary():
                                  [row(0.79)]).verdict == claims.SUPPORTED
     assert claims.gate_necessary(tuned, {"gate": row(0.7), "up": row(0.5)}, []).verdict == claims.NOT_SUPPORTED
     assert claims.gate_necessary(tuned, {"gate": row(0.8), "up": row(0.8)}, []).verdict == claims.INCONCLUSIVE
+
+
+def test_collapsed_constant_predictors_are_named():
+    from affectlocus.study.claims import collapse_note, collapsed, gate_transfers
+    ok = {"mean": 0.7, "ci": [0.6, 0.8], "per_task": {"a": {"mean": 0.7, "predictions": [0, 1, 1]}}}
+    flat = {"mean": 0.5, "ci": [0.5, 0.5], "per_task": {"a": {"mean": 0.5, "predictions": [1, 1, 1]},
+                                                      "b": {"mean": 0.6, "predictions": [0, 2, 1]}}}
+    assert collapsed(ok) == [] and collapsed(flat) == ["a"]
+    assert collapsed({"mean": 0.5, "seeds": [ok, flat]}) == ["a (seed row 1)"]
+    assert collapse_note({"base": ok}) is None
+    assert "`all` on a" in collapse_note({"base": ok, "all": flat})
+    v = gate_transfers({"none": {"mean": 0.55, "ci": [0.45, 0.65]}, "all": flat, "gate": ok})
+    assert v.verdict == "inconclusive" and "constant predictor" in v.evidence
+    from affectlocus.study.claims import gate_necessary
+    v = gate_necessary(flat, {"gate": flat, "up": flat}, [flat])
+    assert v.verdict == "inconclusive" and "no skill to remove" in v.evidence

@@ -16,12 +16,26 @@ def test_toml_round_trip(tmp_path):
 
 @pytest.mark.parametrize("text,match", [("stepz = 3", "unknown fields"), ("steps = 0", "below its minimum"),
                                         ('targeted = ["gates"]', "unknown module"), ("seeds = []", "at least one"),
-                                        ('skip = ["train"]', "unknown steps"), ("steps = [", "not valid TOML")])
+                                        ('skip = ["train"]', "unknown steps"), ("steps = [", "not valid TOML"),
+                                        ('unibench_mode = "guess"', "unibench_mode"),
+                                        ('unibench_datasets = ["MER2025"]', "unknown dataset 'MER2025'.*MER2023"),
+                                        ("unibench_max = 0", "below its minimum"),
+                                        ('unibench_sets = ["gat"]', "unknown module")])
 def test_bad_configs(tmp_path, text, match):
     path = tmp_path / "bad.toml"
     path.write_text(text + "\n")
     with pytest.raises(Exception, match=match):
         StudyConfig.from_toml(path)
+
+
+def test_unibench_fields(tmp_path):
+    path = tmp_path / "cfg" / "study.toml"
+    path.parent.mkdir()
+    path.write_text('unibench = "data/unibench.toml"\nunibench_datasets = ["mosi", "mer2023"]\n')
+    cfg = StudyConfig.from_toml(path)
+    assert cfg.unibench == str(tmp_path / "cfg" / "data" / "unibench.toml")  # relative to the config file
+    assert cfg.unibench_datasets == ["CMUMOSI", "MER2023"]
+    assert StudyConfig().unibench is None
 
 
 def test_missing_file_and_presets(tmp_path):

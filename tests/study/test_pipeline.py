@@ -9,6 +9,7 @@ import affectlocus as al
 from affectlocus.models import tiny_model
 from affectlocus.study import Study, StudyConfig, experiments
 
+from _unibench import write_unibench
 from _util import assert_bit_identical, state_snapshot
 
 
@@ -28,6 +29,8 @@ def test_pipeline_end_to_end_and_resume(tmp_path, tokenizer, monkeypatch):
     model = tiny_model("llama", vocab_size=len(tokenizer))
     snap = state_snapshot(model)
     cfg = tiny_config(tmp_path / "run")
+    (tmp_path / "unibench").mkdir()
+    cfg.unibench, cfg.unibench_sets = str(write_unibench(tmp_path / "unibench")), ["none", "gate"]
 
     real = experiments.interpolate
 
@@ -60,8 +63,15 @@ def test_pipeline_end_to_end_and_resume(tmp_path, tokenizer, monkeypatch):
 
     report = (tmp_path / "run" / "report" / "index.md").read_text()
     for section in ("## Verdicts", "## Locate", "## Inherit", "## Targeted tuning", "## Ablate", "## Interpolate",
-                    "## Cost–performance", "## Neurons", "## Configuration", "## Versions and timings"):
+                    "## Cost–performance", "## Neurons", "## MER-UniBench", "## Configuration",
+                    "## Versions and timings"):
         assert section in report
+    uni = results["unibench"]
+    assert list(uni["rows"]) == ["none", "gate", "GET adapter"]
+    assert set(uni["rows"]["gate"]["per_task"]) == {"MER2023", "SIMS"}
+    assert uni["details"]["none"]["MER2023"] == {"metric": "hit_rate", "n": 6, "n_missing": 1}
+    assert all(0 <= r["mean"] <= 1 for r in uni["rows"].values())
+    assert "| `GET adapter` |" in report
     assert (tmp_path / "run" / "report" / "index.html").read_text().count("<img") == len(results["figures"])
     for fig in results["figures"].values():
         assert (tmp_path / "run" / "report" / fig).stat().st_size > 5000

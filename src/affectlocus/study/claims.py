@@ -34,6 +34,26 @@ def separated(a: Row, b: Row) -> bool:
     return _ci(a)[0] > _ci(b)[1]
 
 
+def collapsed(row: Row) -> list[str]:
+    """Tasks on which ``row``'s model gave the same label to every example (a constant predictor:
+    balanced accuracy exactly 1/K, zero-width CI) — a failed fine-tune, not a measurement of a module."""
+    if row.get("seeds"):  # mean over seeds: look into each seed's own row
+        return [f"{t} (seed row {i})" for i, r in enumerate(row["seeds"]) for t in collapsed(r)]
+    per_task = row.get("per_task") or {}
+    return [t for t, v in per_task.items() if len(set(v.get("predictions") or [0, 1])) == 1]
+
+
+def collapse_note(rows: Mapping[str, Row]) -> str | None:
+    """One sentence naming the configurations that collapsed to a constant predictor, or None."""
+    bad = {name: collapsed(row) for name, row in rows.items()}
+    bad = {k: v for k, v in bad.items() if v}
+    if not bad:
+        return None
+    return ("constant predictor (one label for every example; balanced accuracy = chance): "
+            + "; ".join(f"`{k}` on {', '.join(v)}" for k, v in bad.items())
+            + " — one short single-seed run can collapse; raise steps/seeds or lower lr")
+
+
 def _ranked(values: Mapping[str, float]) -> list[str]:
     return sorted(values, key=lambda k: -values[k])
 
@@ -75,8 +95,10 @@ def gate_transfers(inherit: Mapping[str, Row]) -> Verdict:
     none, full, gate = inherit["none"], inherit["all"], inherit["gate"]
     gain = float(full["mean"]) - float(none["mean"])
     if not separated(full, none):
+        why = " (the affective model collapsed to a constant predictor)" if collapsed(full) else ""
         return Verdict(claim, INCONCLUSIVE, f"the full affective graft does not beat the base beyond its CI "
-                                            f"({full['mean']:.3f} vs {none['mean']:.3f}): nothing to transfer")
+                                            f"({full['mean']:.3f} vs {none['mean']:.3f}): nothing to transfer"
+                                            + why)
     recovery = (float(gate["mean"]) - float(none["mean"])) / gain
     singles = {m: float(inherit[m]["mean"]) for m in SINGLE if m in inherit}
     best = _ranked(singles)[0] if singles else "gate"
@@ -120,6 +142,9 @@ def gate_necessary(tuned: Row, reverted: Mapping[str, Row], controls: list[Row])
     claim = "removing gate_proj's update hurts most (necessity)"
     if "gate" not in reverted or len(reverted) < 2:
         return Verdict(claim, INCONCLUSIVE, "needs reverted-gate and at least one other module")
+    if collapsed(tuned):
+        return Verdict(claim, INCONCLUSIVE, f"the affective model is a constant predictor on "
+                                            f"{', '.join(collapsed(tuned))}: there is no skill to remove")
     drops = {m: float(tuned["mean"]) - float(r["mean"]) for m, r in reverted.items()}
     ranking = _ranked(drops)
     ctrl = [float(tuned["mean"]) - float(c["mean"]) for c in controls]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from .claims import collapse_note
 from .config import StudyConfig, full, quick
 
 
@@ -15,6 +16,11 @@ def summary(results: dict) -> str:
         lines.append("inheritance (graft affective modules into the base; mean balanced accuracy [95% CI]):")
         for name, row in inherit.items():
             lines.append(f"  {name:16s} {row['mean']:.3f} [{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]")
+    rows = {f"{step}:{name}": row for step in ("inherit", "targeted")
+            for name, row in ((results.get(step) or {}).get("rows") or {}).items()}
+    note = collapse_note(rows)
+    if note:
+        lines.append(f"warning: {note}")
     cost = results.get("cost") or {}
     if cost.get("notes"):
         lines += [f"cost–performance: {cost['notes'][0]}"]

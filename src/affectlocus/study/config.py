@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import AffectLocusError
 
-STEPS = ("tune", "locate", "inherit", "targeted", "ablate", "interpolate", "cost", "neurons")
+STEPS = ("tune", "locate", "inherit", "targeted", "ablate", "interpolate", "cost", "neurons", "unibench")
 
 #: The study's Table 1 grafts (plus every single module): attention alone and with MLP modules.
 INHERIT_SETS = ("none", "attn", "attn+down", "attn+up", "attn+gate", "attn+up+down", "attn+gate+down",
@@ -37,6 +37,7 @@ class StudyConfig:
     eval_tasks: list[str] = field(default_factory=lambda: ["rt-polarity", "tweets-sentiment"])
     meld_dir: str | None = None             # needed only for meld-* tasks
     n_train: int = 256                      # training examples per affective task (≥ 8)
+    balance_train: bool = True              # draw training examples round-robin over labels
     n_eval: int = 40                        # test examples per evaluation task (≥ 16)
     n_control: int = 256                    # arithmetic control examples
     steps: int = 14                         # optimiser steps per LoRA run (≥ 1)
@@ -56,6 +57,12 @@ class StudyConfig:
     bootstrap: int = 1000                   # bootstrap resamples for confidence intervals
     eval_batch_size: int = 16
     skip: list[str] = field(default_factory=list)   # steps to skip (names from STEPS)
+    # MER-UniBench from your subtitle CSVs + label files (affectlocus.bench.subtitles); unset: step skipped.
+    unibench: str | None = None             # sources TOML/JSON or folder (relative to the config file)
+    unibench_datasets: list[str] = field(default_factory=list)   # empty: every dataset with subtitles
+    unibench_mode: str = "label"            # "label" (likeliest label) or "generate" (answer + lexicon judge)
+    unibench_max: int | None = None         # examples per dataset (seeded sample); None: all
+    unibench_sets: list[str] = field(default_factory=lambda: ["none", "attn", "attn+gate", "gate", "all"])
 
     def __post_init__(self) -> None:
         self.validate()
@@ -74,8 +81,19 @@ class StudyConfig:
         bad = [k for k in self.ablate_kinds if k not in ("revert", "zero", "noise")]
         if bad:
             raise ConfigError(f"unknown ablate kinds {bad}; use revert, zero, noise")
+        if self.unibench_mode not in ("label", "generate"):
+            raise ConfigError(f"unibench_mode must be 'label' or 'generate', got {self.unibench_mode!r}")
+        if self.unibench_max is not None and self.unibench_max < 1:
+            raise ConfigError(f"unibench_max = {self.unibench_max} is below its minimum 1")
+        if self.unibench_datasets:
+            from ..bench.outputs import normalise_dataset
+            from ..errors import DataError
+            try:
+                self.unibench_datasets = [normalise_dataset(n) for n in self.unibench_datasets]
+            except DataError as exc:
+                raise ConfigError(f"unibench_datasets: {exc}") from None
         from ..sites import parse_modules
-        for spec in [*self.targeted, *(s for s in self.inherit_sets if s != "none")]:
+        for spec in [*self.targeted, *(s for s in [*self.inherit_sets, *self.unibench_sets] if s != "none")]:
             parse_modules(spec)
 
     @classmethod
@@ -88,6 +106,8 @@ class StudyConfig:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path} is not valid TOML: {exc}") from None
         data = data.get("study", data)
+        if data.get("unibench") and not Path(data["unibench"]).is_absolute():
+            data["unibench"] = str(path.parent / data["unibench"])
         return cls.from_dict({**data, **{k: v for k, v in overrides.items() if v is not None}}, str(path))
 
     @classmethod

@@ -7,12 +7,32 @@ from ..bench.label_scoring import prompt_text
 from ..tuning.data import arithmetic_control as _arithmetic
 
 
-def affective_pairs(tokenizer, tasks: Sequence, n_per_task: int) -> list[tuple[str, str]]:
-    """(chat prompt, label word) pairs from each task's *train* split (first ``n_per_task``)."""
+def affective_pairs(tokenizer, tasks: Sequence, n_per_task: int, balance: bool = True) -> list[tuple[str, str]]:
+    """(chat prompt, label word) pairs from each task's *train* split: ``n_per_task`` per task, taken
+    round-robin over the labels (in split order) when ``balance``, else the first ``n_per_task``.
+
+    Balancing matters because the scores are balanced accuracies and some splits are skewed (the
+    tweets' train split is ~58% negative, ~10% positive); a rare label runs out first and the others
+    fill the remaining places.
+    """
     pairs = []
     for task in tasks:
-        pairs += [(prompt_text(tokenizer, ex.text, task.labels), ex.label) for ex in task.train[:n_per_task]]
+        examples = _round_robin(task.train, n_per_task) if balance else list(task.train[:n_per_task])
+        pairs += [(prompt_text(tokenizer, ex.text, task.labels), ex.label) for ex in examples]
     return pairs
+
+
+def _round_robin(examples: Sequence, n: int) -> list:
+    by_label: dict[str, list] = {}
+    for ex in examples:
+        by_label.setdefault(ex.label, []).append(ex)
+    queues = [list(reversed(v)) for v in by_label.values()]
+    out = []
+    while len(out) < n and any(queues):
+        for q in queues:
+            if q and len(out) < n:
+                out.append(q.pop())
+    return out
 
 
 def arithmetic_control(tokenizer, n: int, seed: int = 0) -> list[tuple[str, str]]:

@@ -201,3 +201,32 @@ def figures(study, results) -> dict[str, str]:
         out["neurons-probe"] = rel(plots.probe_accuracy(nr["probe"], nr["probe_chance"],
                                                         fig_dir / "neurons_probe.png"))
     return out
+
+
+# ---- 9. MER-UniBench (optional) -----------------------------------------------------------------
+def unibench(study, results) -> dict:
+    """The eight-task benchmark from the user's subtitles: base, grafts of the affective adapter, GET."""
+    from ..bench.subtitles import run_unibench
+    from ..registry import intervene
+    cfg, seed = study.cfg, study.cfg.seeds[0]
+    affect = study.adapter("affect-all", "all", seed)
+    runs = [("none" if s == "none" else key(s), s, affect) for s in cfg.unibench_sets]
+    runs.append(("GET adapter", "all", study.adapter("affect-gate", "gate", seed)))
+    rows, details = {}, {}
+    for name, mods, adapter in study.bar(runs, "MER-UniBench"):
+        with intervene(study.model, *([] if mods == "none" else [graft(adapter, modules=mods)])):
+            scores = run_unibench(study.model, study.tok, cfg.unibench, cfg.unibench_datasets or None,
+                                  cfg.unibench_mode, seed=seed, cache_dir=study.run / "unibench",
+                                  max_examples=cfg.unibench_max, batch_size=cfg.eval_batch_size,
+                                  n_boot=cfg.bootstrap, progress=False)
+        rows[name] = {"mean": scores.mean, "ci": list(scores.mean_ci) if scores.mean_ci else None,
+                      "per_task": {t: {"mean": v.score} for t, v in scores.tasks.items()}}
+        details[name] = {t: {"metric": v.metric, "n": v.n, "n_missing": v.details.get("n_missing", 0)}
+                         for t, v in scores.tasks.items()}
+    first = next(iter(details.values()))
+    notes = [f"mode `{cfg.unibench_mode}`, seed {seed}; rows graft the affective adapter's modules into the "
+             f"base model (`none` = base), `GET adapter` = the gate-only LoRA",
+             "; ".join(f"{t}: {d['metric']}, n = {d['n']}" + (f" ({d['n_missing']} without subtitle)"
+                                                               if d["n_missing"] else "")
+                       for t, d in first.items())]
+    return {"rows": rows, "details": details, "notes": notes}

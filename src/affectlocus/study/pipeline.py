@@ -31,7 +31,7 @@ from .training import train_lora
 
 GRID_FIELDS = ("targeted", "inherit_sets", "ablate_kinds", "random_controls", "alphas", "neuron_k",
                "probe_layers", "skip")
-TRAIN_FIELDS = ("model", "dtype", "device_map", "train_tasks", "n_train", "n_control", "steps", "batch_size", "lr", "rank",
+TRAIN_FIELDS = ("model", "dtype", "device_map", "train_tasks", "n_train", "balance_train", "n_control", "steps", "batch_size", "lr", "rank",
                 "alpha", "max_length", "meld_dir")
 
 
@@ -99,7 +99,7 @@ class Study:
         out.parent.mkdir(parents=True, exist_ok=True)
         cfg = self.cfg
         pairs = (arithmetic_control(self.tok, cfg.n_control, seed) if control
-                 else affective_pairs(self.tok, self.train_tasks, cfg.n_train))
+                 else affective_pairs(self.tok, self.train_tasks, cfg.n_train, cfg.balance_train))
         bar = tqdm(total=cfg.steps, desc=f"train {name} s{seed}", disable=not self.progress, leave=False)
         info = train_lora(self.model, self.tok, pairs, out, modules=modules, r=cfg.rank, alpha=cfg.alpha,
                           steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, max_length=cfg.max_length,
@@ -144,6 +144,8 @@ class Study:
             if name in self.cfg.skip:
                 self.log(f"[{name}] skipped by configuration")
                 continue
+            if name == "unibench" and not self.cfg.unibench:
+                continue  # optional: needs the user's MER-UniBench subtitles and labels
             fn = getattr(experiments, name)
             results[name] = self.step(name, lambda fn=fn: fn(self, results))
         results["verdicts"] = [v.to_dict() for v in judge(results)]

@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Mapping
 
 from .._io import atomic_write_text as atomic_write
+from .claims import collapse_note
 
 SECTIONS = ("Verdicts", "Locate", "Inherit", "Targeted tuning", "Ablate", "Interpolate",
-            "Cost–performance", "Neurons", "Configuration", "Versions and timings")
+            "Cost–performance", "Neurons", "MER-UniBench", "Configuration", "Versions and timings")
 
 
 def _fmt(row: Mapping | None) -> str:
-    if not row:
+    if not row or row.get("mean") is None:
         return "—"
     lo, hi = row.get("ci") or (row["mean"], row["mean"])
     return f"{float(row['mean']):.3f} [{float(lo):.3f}, {float(hi):.3f}]"
@@ -31,7 +32,8 @@ def score_table(rows: Mapping[str, Mapping], first: str = "configuration", extra
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, row in rows.items():
         cells = [f"`{name}`", _fmt(row)]
-        cells += [f"{float(row['per_task'][t]['mean']):.3f}" if t in (row.get("per_task") or {}) else "—"
+        per_task = row.get("per_task") or {}
+        cells += [f"{float(per_task[t]['mean']):.3f}" if per_task.get(t, {}).get("mean") is not None else "—"
                   for t in tasks]
         cells += [str(extra.get(name, {}).get(c, "—")) for c in extra_cols]
         out.append("| " + " | ".join(cells) + " |")
@@ -75,12 +77,18 @@ def render_markdown(results: Mapping) -> str:
                  "module (dose–response)."),
                 ("Cost–performance", "cost", "Trainable parameters vs mean score for every tuned configuration."),
                 ("Neurons", "neurons", "gate_proj channels ranked by ΔW row norm and by activation difference; "
-                 "top-k vs random-k ablation; a linear probe on gate activations.")]
+                 "top-k vs random-k ablation; a linear probe on gate activations."),
+                ("MER-UniBench", "unibench", "The benchmark's tasks run on your subtitles and scored as the "
+                 "benchmark does (hit rate on the emotion wheels for emotion tasks, weighted F1 for "
+                 "sentiment); runs only when the configuration sets `unibench`.")]
     for title, key, blurb in sections:
         lines += ["", f"## {title}", "", blurb, ""]
         section = results.get(key) or {}
         if section.get("rows"):
             lines += score_table(section["rows"], extra=section.get("extra"))
+            note = collapse_note(section["rows"])
+            if note:
+                lines += ["", f"- **warning**: {note}"]
         for note in section.get("notes", []):
             lines += ["", f"- {note}"]
         for fig in sorted(k for k in figs if k.startswith(key)):

@@ -8,6 +8,7 @@ LoRA cannot target a row slice with stock peft; :func:`affectlocus.tuning.target
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,7 +74,9 @@ def prepare_lora(model: nn.Module, modules, layers, *, r: int, alpha: float, dro
     flags = {id(p): p.requires_grad for p in model.parameters()}
     cfg = peft.LoraConfig(r=int(r), lora_alpha=alpha, lora_dropout=dropout, use_rslora=rslora,
                           target_modules=regex, task_type="CAUSAL_LM")
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        # peft reads transformers 5's deprecated `is_gradient_checkpointing`; not ours to fix
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         torch.manual_seed(seed)  # LoRA A initialisation depends only on the seed
         net = peft.get_peft_model(model, cfg)
     prep = Prepared(net, "lora", sites, 0, [], _requires_grad=flags)
