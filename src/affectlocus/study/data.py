@@ -1,6 +1,7 @@
 """Training data for the study: affective (prompt, label) pairs and the arithmetic control."""
 from __future__ import annotations
 
+from itertools import zip_longest
 from typing import Sequence
 
 from ..bench.label_scoring import prompt_text
@@ -23,16 +24,10 @@ def affective_pairs(tokenizer, tasks: Sequence, n_per_task: int, balance: bool =
 
 
 def _round_robin(examples: Sequence, n: int) -> list:
-    by_label: dict[str, list] = {}
+    groups: dict[str, list] = {}
     for ex in examples:
-        by_label.setdefault(ex.label, []).append(ex)
-    queues = [list(reversed(v)) for v in by_label.values()]
-    out = []
-    while len(out) < n and any(queues):
-        for q in queues:
-            if q and len(out) < n:
-                out.append(q.pop())
-    return out
+        groups.setdefault(ex.label, []).append(ex)
+    return [ex for row in zip_longest(*groups.values()) for ex in row if ex is not None][:n]
 
 
 def arithmetic_control(tokenizer, n: int, seed: int = 0) -> list[tuple[str, str]]:

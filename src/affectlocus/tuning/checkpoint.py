@@ -1,8 +1,7 @@
 """Atomic files for training runs: checkpoints, run records, JSONL logs and result tables.
 
-Every write goes to a temporary file in the destination folder, is flushed and fsync'ed, and then
-renamed over the target with ``os.replace`` — so a crash or a full disk leaves the previous file
-intact. Checkpoints are read back with ``torch.load(weights_only=True)`` (no pickled code runs).
+Every write goes through :func:`affectlocus._io.atomic_write` (temporary file beside the target,
+fsync'ed, renamed over it) — so a crash or a full disk leaves the previous file intact. Checkpoints are read back with ``torch.load(weights_only=True)`` (no pickled code runs).
 """
 from __future__ import annotations
 
@@ -10,57 +9,13 @@ import hashlib
 import json
 import os
 import random
-import tempfile
-from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable, Iterator
+from typing import Any, Iterable
 
 import torch
 
+from .._io import atomic_write
 from ..errors import CheckpointError, ResumeError, TuningError  # noqa: F401  (re-exported)
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success fsync it and rename it over ``path``.
-
-    On any failure the temporary file is removed and ``path`` keeps its previous content.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Call ``write(fh)`` on a temporary file beside ``path``, then rename it over ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            write(fh)
-    return Path(path)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # not supported on every platform
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

@@ -19,8 +19,9 @@ import torch
 import torch.nn as nn
 
 from ..errors import DataError
+from .._io import atomic_path
 from ..sites import parse_modules
-from .checkpoint import ResumeError, TuningError, add_row, atomic_path, describe_difference, read_json, \
+from .checkpoint import ResumeError, TuningError, add_row, describe_difference, read_json, \
     read_jsonl, write_json
 from .data import SFTDataset, build_dataset, load_pairs
 from .params import count_trainable

@@ -27,8 +27,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .._io import atomic_path
 from ..sites import find_decoder, parse_layers, parse_modules
-from .checkpoint import (ResumeError, TuningError, append_jsonl, atomic_path, describe_difference,
+from .checkpoint import (ResumeError, TuningError, append_jsonl, describe_difference,
                          fingerprint, load_checkpoint, read_json, read_jsonl, rng_state, save_checkpoint,
                          set_rng_state, write_json, write_jsonl)
 from .data import IGNORE, DataOrder, SFTDataset, build_dataset, load_pairs
