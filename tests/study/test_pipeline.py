@@ -21,8 +21,8 @@ def tokenizer():
 def tiny_config(out) -> StudyConfig:
     return StudyConfig(out=str(out), n_train=16, n_eval=16, n_control=16, steps=2, bootstrap=50, batch_size=4,
                        targeted=["up"], inherit_sets=["none", "attn", "attn+gate", "gate", "up", "all"],
-                       ablate_kinds=["revert", "zero"], alphas=[0, 0.5, 1], neuron_k=[4], probe_layers=[0, 1],
-                       random_controls=1)
+                       ablate_modules=["gate", "up", "down"], ablate_kinds=["revert", "zero"], alphas=[0, 0.5, 1],
+                       neuron_k=[4], probe_layers=[0, 1], random_controls=1)
 
 
 def test_pipeline_end_to_end_and_resume(tmp_path, tokenizer, monkeypatch):
@@ -42,14 +42,11 @@ def test_pipeline_end_to_end_and_resume(tmp_path, tokenizer, monkeypatch):
     assert_bit_identical(model, snap)
     al.assert_clean(model)
     done = sorted(p.stem for p in (tmp_path / "run" / "steps").glob("*.json"))
-    assert done == ["ablate", "inherit", "locate", "targeted", "tune"]
+    assert done == ["ablate", "health", "inherit", "locate", "targeted", "tune"]
 
     monkeypatch.setattr(experiments, "interpolate", real)
     log: list[str] = []
     study = Study(cfg, model=model, tokenizer=tokenizer, progress=False, log=log.append)
-    calls = []
-    original_predict = study.evaluator.predict
-    study.evaluator.predict = lambda task: calls.append(task.name) or original_predict(task)
     results = study.run_all()
     assert sorted(line for line in log if "cached" in line) == [f"[{s}] cached — skipped" for s in done]
     # Nothing finished is recomputed: interpolate reuses the cached α = 0 (base) and α = 1 (graft)
@@ -57,12 +54,12 @@ def test_pipeline_end_to_end_and_resume(tmp_path, tokenizer, monkeypatch):
     # neuron rankings × one k are new evaluations.
     runner_up = results["interpolate"]["runner_up"]
     expected = 2 + (runner_up not in cfg.inherit_sets) + 3
-    assert len(calls) == len(cfg.eval_tasks) * expected
+    assert study.evaluator.examples_computed == len(cfg.eval_tasks) * cfg.n_eval * expected
     assert_bit_identical(model, snap)
     al.assert_clean(model)
 
     report = (tmp_path / "run" / "report" / "index.md").read_text()
-    for section in ("## Verdicts", "## Locate", "## Inherit", "## Targeted tuning", "## Ablate", "## Interpolate",
+    for section in ("## Health", "## Verdicts", "### Decision rules", "## Locate", "## Inherit", "## Targeted tuning", "## Ablate", "## Interpolate",
                     "## Cost–performance", "## Neurons", "## MER-UniBench", "## Configuration",
                     "## Versions and timings"):
         assert section in report
@@ -75,7 +72,9 @@ def test_pipeline_end_to_end_and_resume(tmp_path, tokenizer, monkeypatch):
     assert (tmp_path / "run" / "report" / "index.html").read_text().count("<img") == len(results["figures"])
     for fig in results["figures"].values():
         assert (tmp_path / "run" / "report" / fig).stat().st_size > 5000
-    assert len(results["verdicts"]) == 4
+    assert len(results["verdicts"]) == 5
+    assert set(results["health"]["tuned"]) == {"all", "gate", "up", "control"}
+    assert [e["seed"] for e in results["health"]["tuned"]["all"]] == cfg.seeds
     assert {v["verdict"] for v in results["verdicts"]} <= {"supported", "not supported", "inconclusive"}
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["inherit"]["rows"]["none"]["mean"] == results["inherit"]["rows"]["none"]["mean"]
@@ -87,4 +86,8 @@ def test_demo_quick_mode_on_the_embedded_model(tmp_path):
     from affectlocus.cli import main
     assert main(["demo", "--out", str(tmp_path / "demo"), "--no-progress"]) == 0
     report = (tmp_path / "demo" / "report" / "index.md").read_text()
-    assert report.count("**supported**") + report.count("**not supported**") + report.count("**inconclusive**") == 4
+    assert report.count("**supported**") + report.count("**not supported**") + report.count("**inconclusive**") == 5
+    health = json.loads((tmp_path / "demo" / "results.json").read_text())["health"]
+    for key in ("all", "gate"):  # the demo's fine-tunes work: ≥ 3 seeds, none failed, each beats the base
+        assert len(health["tuned"][key]) >= 3
+        assert all(e["beats_base"] and not e["failed"] for e in health["tuned"][key]), health["tuned"][key]

@@ -1,7 +1,6 @@
 """Benchmarks: the eight MER-UniBench tasks and the embedded affective suite."""
 from .datasets import (EMBEDDED_TASKS, MELD_TASKS, Example, Task, available_tasks, dataset_stats,
                        load_task)
-from .label_scoring import Evaluator, balanced_accuracy, prompt_text
 from .metrics import HitRate, SentimentScore, hit_rate, mean_score, sentiment_scores
 from .outputs import (EMOTION_DATASETS, SENTIMENT_DATASETS, UNIBENCH_DATASETS, FolderScore,
                       load_test_labels, normalise_dataset, read_items, read_reasons, score_output,
@@ -12,5 +11,6 @@ from .wheels import EmotionWheels, parse_labels
 from .judges import LexiconJudge, LLMJudge, map_to_label
 from .predict import LabelScorer, LabelScores, generate_answers, reference_logprobs
 from .prompts import PROMPT_VERSION, PromptStyle, build_label_prompts, char_tokenizer, generation_prompts
-from .runner import ResultCache, Scores, TaskScore, evaluate, model_fingerprint, run_task
+from .runner import (ResultCache, Scores, TaskScore, chance_level, classification_metrics, evaluate,
+                     model_fingerprint, run_task)
 from .subtitles import UniBenchSources, run_unibench

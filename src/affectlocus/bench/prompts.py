@@ -34,7 +34,7 @@ class PromptStyle:
     max_shots: int = 12
     max_shot_chars: int = 200
     terminate: bool = True
-    instruction: str | None = None  # overrides the built-in instruction
+    instruction: str | None = None  # overrides the built-in instruction; "{labels}" → "a, b, c"
     system: str | None = None  # overrides the built-in system line of generation prompts
 
     def key(self) -> str:
@@ -157,7 +157,8 @@ def build_label_prompts(tokenizer, labels: Sequence[str], texts: Sequence[str], 
     style = style or PromptStyle()
     if not labels:
         raise DataError("label scoring needs at least one label")
-    instruction = style.instruction or label_instruction(labels)
+    instruction = (style.instruction.replace("{labels}", ", ".join(labels)) if style.instruction
+                   else label_instruction(labels))
     shots = select_shots(train, labels, seed, style)
     if has_chat_template(tokenizer):
         turns: list[dict[str, Any]] = []
@@ -185,6 +186,32 @@ def build_label_prompts(tokenizer, labels: Sequence[str], texts: Sequence[str], 
     if any(not ids for ids in label_ids) or len({tuple(x) for x in label_ids}) != len(label_ids):
         raise DataError(f"labels {list(labels)} do not tokenize to distinct non-empty continuations")
     return LabelPrompts(prefix_ids, query_ids, label_ids, prefix, queries, label_texts, [s.id for s in shots])
+
+
+def label_training_pairs(tokenizer, task, examples: Sequence, *, seed: int = 0,
+                         style: PromptStyle | None = None) -> list[tuple[list[int], list[int]]]:
+    """``(prompt ids, answer ids)`` per example: exactly the tokens the label scorer scores — the
+    shared prefix and the example's query, then its true label's continuation (end-of-turn included).
+    Training on these makes the fine-tune and the evaluation use one identical prompt format."""
+    prompts = build_label_prompts(tokenizer, task.labels, [e.text for e in examples], task.train, seed=seed,
+                                  style=style)
+    index = {lab: k for k, lab in enumerate(task.labels)}
+    return [(prompts.prefix_ids + q, prompts.label_ids[index[e.label]]) for e, q in zip(examples, prompts.query_ids)]
+
+
+def answer_prompt_pairs(tokenizer, system: str, items: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+    """``(prompt ids, answer ids)`` for free (question, answer) items in the label prompts' layout:
+    ``system`` as the instruction, the question as the user turn, the answer ended like a label."""
+    end = turn_end(tokenizer) if has_chat_template(tokenizer) else "\n"
+    out = []
+    for question, answer in items:
+        if has_chat_template(tokenizer):
+            prompt = encode(tokenizer, _chat(tokenizer, system, [{"role": "user", "content": question}], True))
+            out.append((prompt, encode(tokenizer, f"{answer}{end}")))
+        else:
+            prompt = encode(tokenizer, f"{system}\n\n{_query_turn(question)}\nAnswer:", bos=True)
+            out.append((prompt, encode(tokenizer, f" {answer}{end}")))
+    return out
 
 
 def _system_only(tokenizer, instruction: str) -> str:
@@ -234,5 +261,5 @@ def char_tokenizer(chat: bool = True):
 
 
 __all__ = ["CHAR_CHAT_TEMPLATE", "GENERATION_SYSTEM", "LabelPrompts", "PROMPT_VERSION", "PromptStyle",
-           "build_label_prompts", "char_tokenizer", "encode", "generation_prompts", "has_chat_template",
+           "answer_prompt_pairs", "build_label_prompts", "char_tokenizer", "label_training_pairs", "encode", "generation_prompts", "has_chat_template",
            "label_instruction", "select_shots", "task_kind", "tokenizer_fingerprint", "turn_end"]

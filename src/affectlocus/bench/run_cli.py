@@ -41,7 +41,8 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="splits, few-shot choice, bootstrap (default 0)")
     p.add_argument("--shots-per-label", type=int, default=2, help="few-shot examples per label (label mode)")
     p.add_argument("--max-new-tokens", type=int, default=48, help="generate mode (default 48)")
-    p.add_argument("--metric", choices=METRICS, default="accuracy", help="embedded tasks' score (default accuracy)")
+    p.add_argument("--metric", choices=METRICS, default="balanced_accuracy",
+                   help="embedded tasks' score (default balanced_accuracy: mean recall over labels, chance 1/K)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs (default 1000)")
     p.add_argument("--meld", dest="meld_dir", default=None, help="MELD folder for meld-emotion / meld-sentiment")
     p.add_argument("--unibench", default=None, help="MER-UniBench config (.toml/.json) or folder, for MER2023 …")

@@ -31,7 +31,7 @@ from .prompts import PromptStyle, build_label_prompts, generation_prompts, task_
 
 RUNNER_VERSION = "runner-1"
 MODES = ("label", "generate")
-METRICS = ("accuracy", "macro_f1", "weighted_f1")
+METRICS = ("balanced_accuracy", "accuracy", "macro_f1", "weighted_f1")
 
 
 # ---------------------------------------------------------------- keys
@@ -97,12 +97,14 @@ class ResultCache:
 
 # ---------------------------------------------------------------- scores
 def classification_metrics(y: np.ndarray, p: np.ndarray, k: int) -> dict[str, np.ndarray]:
-    """Accuracy, macro F1 (over classes present in the truth) and weighted F1 for each row of
-    ``y``/``p`` (shape ``[R, n]``; a prediction of -1 is wrong for every class)."""
+    """Balanced accuracy (mean recall over classes present in the truth), accuracy, macro F1 (over
+    classes present in the truth) and weighted F1 for each row of ``y``/``p`` (shape ``[R, n]``; a
+    prediction of -1 is wrong for every class)."""
     y, p = np.atleast_2d(y), np.atleast_2d(p)
     n = y.shape[1]
     acc = (y == p).mean(axis=1)
     f1_sum = np.zeros(len(y))
+    recall_sum = np.zeros(len(y))
     weighted = np.zeros(len(y))
     present = np.zeros(len(y))
     for c in range(k):
@@ -111,9 +113,20 @@ def classification_metrics(y: np.ndarray, p: np.ndarray, k: int) -> dict[str, np
         denom = sup + npred
         f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
         f1_sum += np.where(sup > 0, f1, 0.0)
+        recall_sum += np.where(sup > 0, tp / np.maximum(sup, 1), 0.0)
         present += sup > 0
         weighted += f1 * sup / max(n, 1)
-    return {"accuracy": acc, "macro_f1": f1_sum / np.maximum(present, 1), "weighted_f1": weighted}
+    return {"balanced_accuracy": recall_sum / np.maximum(present, 1), "accuracy": acc,
+            "macro_f1": f1_sum / np.maximum(present, 1), "weighted_f1": weighted}
+
+
+def chance_level(y: Sequence[int], k: int, metric: str) -> float:
+    """The best score a constant predictor (one label for every example) gets on truth ``y``:
+    1/(classes present in ``y``) for balanced accuracy, the majority share for accuracy, and so on."""
+    y = np.asarray(y, dtype=int)
+    if not len(y):
+        return float("nan")
+    return float(max(classification_metrics(y, np.full_like(y, c), k)[metric][0] for c in range(k)))
 
 
 def bootstrap_rng(seed: int, task: str) -> np.random.Generator:
@@ -141,15 +154,16 @@ class TaskScore:
     cis: dict[str, tuple[float, float] | None] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
     boot: np.ndarray | None = field(default=None, repr=False, compare=False)
+    chance: float | None = None         # a constant predictor's best ``metric`` on these examples
 
     def to_dict(self) -> dict[str, Any]:
-        return {"task": self.task, "metric": self.metric, "score": self.score,
+        return {"task": self.task, "metric": self.metric, "score": self.score, "chance": self.chance,
                 "ci": list(self.ci) if self.ci else None, "n": self.n, "metrics": self.metrics,
                 "cis": {k: list(v) if v else None for k, v in self.cis.items()}, "details": self.details}
 
 
 def score_classification(task: str, labels: Sequence[str], truth: Sequence[str], preds: Sequence[str | None], *,
-                         metric: str = "accuracy", n_boot: int = 1000, seed: int = 0,
+                         metric: str = "balanced_accuracy", n_boot: int = 1000, seed: int = 0,
                          details: dict | None = None) -> TaskScore:
     """Accuracy / macro F1 / weighted F1 with seeded bootstrap CIs (``n_boot`` resamples)."""
     if metric not in METRICS:
@@ -165,7 +179,8 @@ def score_classification(task: str, labels: Sequence[str], truth: Sequence[str],
         dists = dict(classification_metrics(y[idx], p[idx], len(labels)))
     extra = {"n_unmapped": int((p < 0).sum()), **(details or {})}
     return TaskScore(task, metric, point[metric], _ci(dists[metric]), len(y), point,
-                     {k: _ci(v) for k, v in dists.items()}, extra, dists[metric])
+                     {k: _ci(v) for k, v in dists.items()}, extra, dists[metric],
+                     chance_level(y, len(labels), metric) if len(y) else None)
 
 
 @dataclass
@@ -198,7 +213,7 @@ class Scores:
     def from_dict(cls, d: dict[str, Any]) -> "Scores":
         tasks = {k: TaskScore(v["task"], v["metric"], v["score"], tuple(v["ci"]) if v["ci"] else None, v["n"],
                               v["metrics"], {m: tuple(c) if c else None for m, c in v["cis"].items()},
-                              v["details"]) for k, v in d["tasks"].items()}
+                              v["details"], chance=v.get("chance")) for k, v in d["tasks"].items()}
         return cls(tasks, d["mean"], tuple(d["mean_ci"]) if d["mean_ci"] else None, d.get("meta", {}))
 
     def to_frame(self):
@@ -338,7 +353,7 @@ def task_key(model, tokenizer, task: Task, split: str, n: int, mode: str, seed: 
 def evaluate(model, tokenizer, tasks: Sequence[str | Task], mode: str = "label", *, seed: int = 0,
              cache_dir: str | Path | None = None, max_examples: int | None = None, batch_size: int = 16,
              split: str = "test", style: PromptStyle | None = None, judge: Judge | None = None,
-             max_new_tokens: int = 32, metric: str = "accuracy", n_boot: int = 1000,
+             max_new_tokens: int = 32, metric: str = "balanced_accuracy", n_boot: int = 1000,
              meld_dir: str | Path | None = None, reuse_prefix: bool = True, cache_tag: str = "",
              progress: bool = True) -> Scores:
     """Score ``model`` (as it is now) on ``tasks`` (names for :func:`load_task`, or :class:`Task`).
@@ -390,4 +405,4 @@ def evaluate(model, tokenizer, tasks: Sequence[str | Task], mode: str = "label",
 
 __all__ = ["MODES", "METRICS", "ResultCache", "Scores", "TaskScore", "classification_metrics", "evaluate",
            "intervention_stack", "judge_records", "model_fingerprint", "predicted_label", "run_task",
-           "score_classification", "task_key"]
+           "score_classification", "task_key", "chance_level"]

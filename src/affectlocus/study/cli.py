@@ -4,30 +4,33 @@ from __future__ import annotations
 import argparse
 import time
 
-from .claims import collapse_note
 from .config import StudyConfig, full, quick
 
 
 def summary(results: dict) -> str:
-    """The one-screen table printed at the end of a run."""
+    """The one-screen table printed at the end of a run: health first, then the verdicts."""
     lines = ["", "=" * 78, "affectlocus study — summary", "=" * 78]
-    inherit = (results.get("inherit") or {}).get("rows", {})
-    if inherit:
-        lines.append("inheritance (graft affective modules into the base; mean balanced accuracy [95% CI]):")
-        for name, row in inherit.items():
-            lines.append(f"  {name:16s} {row['mean']:.3f} [{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]")
-    rows = {f"{step}:{name}": row for step in ("inherit", "targeted")
-            for name, row in ((results.get(step) or {}).get("rows") or {}).items()}
-    note = collapse_note(rows)
-    if note:
-        lines.append(f"warning: {note}")
-    cost = results.get("cost") or {}
-    if cost.get("notes"):
-        lines += [f"cost–performance: {cost['notes'][0]}"]
+    h = results.get("health")
+    if h:
+        base = h["base"]
+        lines.append(f"health ({h.get('metric', 'score')}; paired 95% CI of tuned − base):")
+        lines.append(f"  {'base':14s}      {base['mean']:.3f} [{base['ci'][0]:.3f}, {base['ci'][1]:.3f}]"
+                     if base.get("ci") else f"  base {base['mean']:.3f}")
+        for name, entries in h["tuned"].items():
+            for e in entries:
+                flags = ("FAILED " if e["failed"] else "") + ("collapsed " if e["collapsed"] else "") + \
+                    ("beats base" if e["beats_base"] else "does NOT beat base")
+                dci = e.get("diff_ci") or [float("nan")] * 2
+                lines.append(f"  {name:10s} s{e['seed']:<3d} {e['mean']:.3f}  Δ {e['diff']:+.3f} "
+                             f"[{dci[0]:+.3f}, {dci[1]:+.3f}]  loss {e['first_loss']:.2f}→{e['final_loss']:.2f}  {flags}")
+        if h.get("failures"):
+            lines.append(f"warning: training failures: {', '.join(h['failures'])}")
+        if h.get("not_beating"):
+            lines.append(f"warning: not beating the base: {', '.join(h['not_beating'])}")
     lines.append("claims:")
     for v in results.get("verdicts", []):
         lines.append(f"  [{v['verdict'].upper():13s}] {v['claim']}")
-        lines.append(f"      {v['evidence'][:300]}")
+        lines.append(f"      {v['evidence'][:400]}")
     t = results.get("timings", {})
     lines.append("wall time per step: " + ", ".join(f"{k} {v:.0f}s" for k, v in t.items()))
     return "\n".join(lines)

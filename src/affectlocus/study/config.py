@@ -9,15 +9,22 @@ from pathlib import Path
 
 from ..errors import AffectLocusError
 
-STEPS = ("tune", "locate", "inherit", "targeted", "ablate", "interpolate", "cost", "neurons", "unibench")
+STEPS = ("tune", "health", "locate", "inherit", "targeted", "ablate", "interpolate", "cost", "neurons",
+         "unibench")
+CANONICAL_SINGLES = ("q", "k", "v", "o", "gate", "up", "down")
 
 #: The study's Table 1 grafts (plus every single module): attention alone and with MLP modules.
 INHERIT_SETS = ("none", "attn", "attn+down", "attn+up", "attn+gate", "attn+up+down", "attn+gate+down",
                 "attn+gate+up", "q", "k", "v", "o", "gate", "up", "down", "all")
 
 
-#: The quick demo's subset of the grafts.
-QUICK_INHERIT = ("none", "attn", "attn+gate", "attn+up", "attn+down", "gate", "up", "down", "all")
+#: The quick demo's subset of the grafts (the single modules claim 2 compares, and attention as a block).
+QUICK_INHERIT = ("none", "gate", "up", "down", "all")
+#: The quick demo's reverted modules (claim 5 compares gate with each).
+QUICK_ABLATE = ("gate", "up", "down")
+#: The quick demo's short instruction (the prompt's shared prefix is paid at every training step).
+QUICK_INSTRUCTION = "Answer with one word: {labels}."
+METRICS = ("balanced_accuracy", "accuracy", "weighted_f1", "macro_f1")
 
 
 class ConfigError(AffectLocusError, ValueError):
@@ -36,25 +43,34 @@ class StudyConfig:
     train_tasks: list[str] = field(default_factory=lambda: ["rt-polarity", "tweets-sentiment"])
     eval_tasks: list[str] = field(default_factory=lambda: ["rt-polarity", "tweets-sentiment"])
     meld_dir: str | None = None             # needed only for meld-* tasks
+    metric: str = "balanced_accuracy"       # balanced_accuracy (chance 1/K), accuracy, weighted_f1, macro_f1
+    shots: int = 0                          # few-shot examples per label in the prompt (training and scoring alike)
+    instruction: str | None = None          # the prompt's instruction; None: the evaluator's built-in one
     n_train: int = 256                      # training examples per affective task (≥ 8)
     balance_train: bool = True              # draw training examples round-robin over labels
-    n_eval: int = 40                        # test examples per evaluation task (≥ 16)
+    max_train_chars: int | None = None      # skip longer training texts (tokens cost time); None: keep all
+    n_eval: int = 64                        # test examples per evaluation task (≥ 16; label-stratified)
     n_control: int = 256                    # arithmetic control examples
-    steps: int = 14                         # optimiser steps per LoRA run (≥ 1)
+    steps: int = 40                         # optimiser steps per LoRA run (≥ 1)
     batch_size: int = 8
     lr: float = 1e-3
+    warmup: float = 0.1                     # fraction of steps with linear warm-up
     rank: int = 8                           # LoRA r (same for every module set: "uniform rank")
     alpha: float = 16.0
     max_length: int = 96                    # tokens per training example (prompt + answer)
-    seeds: list[int] = field(default_factory=lambda: [0])
+    bf16: bool | None = None                # bf16 autocast (training and scoring): None → on a GPU; True also on CPU
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # all-module and GET adapters (≥ 3 for verdicts)
+    aux_seeds: int = 1                      # the first N seeds also train the control and other single modules
     targeted: list[str] = field(default_factory=lambda: ["up"])   # besides gate and all
     inherit_sets: list[str] = field(default_factory=lambda: list(QUICK_INHERIT))
+    ablate_modules: list[str] = field(default_factory=lambda: list(QUICK_ABLATE))
     ablate_kinds: list[str] = field(default_factory=lambda: ["revert"])  # revert, zero, noise
-    random_controls: int = 1                # random parameter-matched revert controls
+    random_controls: int = 1                # random parameter-matched reverts per seed
+    swap_control: bool = True               # necessity: also replace gate's update by the control's
     alphas: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
     neuron_k: list[int] = field(default_factory=lambda: [64])
     probe_layers: list[int] = field(default_factory=lambda: [0, 7, 15, 22, 29])
-    bootstrap: int = 1000                   # bootstrap resamples for confidence intervals
+    bootstrap: int = 2000                   # bootstrap draws for confidence intervals
     eval_batch_size: int = 16
     skip: list[str] = field(default_factory=list)   # steps to skip (names from STEPS)
     # MER-UniBench from your subtitle CSVs + label files (affectlocus.bench.subtitles); unset: step skipped.
@@ -75,6 +91,20 @@ class StudyConfig:
                 raise ConfigError(f"{name} = {getattr(self, name)} is below its minimum {low}")
         if not self.seeds:
             raise ConfigError("seeds must list at least one seed")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"seeds must be distinct, got {self.seeds}")
+        if not 1 <= self.aux_seeds:
+            raise ConfigError(f"aux_seeds = {self.aux_seeds} is below its minimum 1")
+        if self.metric not in METRICS:
+            raise ConfigError(f"unknown metric {self.metric!r}; use one of {', '.join(METRICS)}")
+        if self.shots < 0 or (self.max_train_chars is not None and self.max_train_chars < 8):
+            raise ConfigError(f"need shots ≥ 0 and max_train_chars ≥ 8 (or None), got {self.shots}, "
+                              f"{self.max_train_chars}")
+        if not 0 <= self.warmup < 1:
+            raise ConfigError(f"warmup is a fraction of the steps in [0, 1), got {self.warmup}")
+        bad_mods = [m for m in self.ablate_modules if m not in CANONICAL_SINGLES]
+        if bad_mods:
+            raise ConfigError(f"unknown ablate modules {bad_mods}; use {', '.join(CANONICAL_SINGLES)}")
         unknown = [s for s in self.skip if s not in STEPS]
         if unknown:
             raise ConfigError(f"unknown steps to skip {unknown}; steps are {', '.join(STEPS)}")
@@ -129,15 +159,17 @@ class StudyConfig:
 
 
 def quick() -> StudyConfig:
-    """The demo configuration: the embedded model and suite, ≤ 10 minutes on 2 CPU cores."""
-    return StudyConfig()
+    """The demo configuration: the embedded model and suite on 2 CPU cores (docs/demo-recipe.md)."""
+    return StudyConfig(bf16=True, instruction=QUICK_INSTRUCTION, max_train_chars=110)
 
 
 def full(out: str = "runs/demo-full") -> StudyConfig:
     """``--full``: more steps, examples, seeds and the whole single-module grid (hours on CPU)."""
-    return StudyConfig(out=out, n_train=1024, n_eval=300, steps=150, seeds=[0, 1, 2],
+    return StudyConfig(out=out, n_train=1024, n_eval=300, steps=150, seeds=[0, 1, 2], aux_seeds=3,
+                       max_train_chars=None, bf16=True,
                        targeted=["q", "k", "v", "o", "up", "down", "attn", "mlp", "attn+gate", "attn+up",
                                  "attn+down", "gate+up", "gate+down", "up+down"],
-                       inherit_sets=list(INHERIT_SETS), ablate_kinds=["revert", "zero", "noise"],
+                       inherit_sets=list(INHERIT_SETS), ablate_modules=list(CANONICAL_SINGLES),
+                       ablate_kinds=["revert", "zero", "noise"],
                        random_controls=5, alphas=[0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5],
                        neuron_k=[8, 32, 128, 512])

@@ -7,7 +7,7 @@ from .. import diff as diff_module
 from ..interventions import graft, interpolate as interp, noise, random_revert, zero
 from ..sites import CANONICAL, parse_modules, select
 from ..sources import OriginalSource
-from . import plots
+from . import plots, stats
 
 HEADLINE = ("l2", "relative", "rms")
 
@@ -22,93 +22,151 @@ def without(module: str) -> list[str]:
     return [m for m in CANONICAL if m != module]
 
 
-def _graft_score(study, adapter: Path, modules, seed: int, tag: str = "affect-all") -> dict:
+def _graft(study, adapter: Path, modules, name: str) -> dict:
     if modules == "none":
         return study.score("base")
-    return study.score(f"graft[{key(modules)}]/{tag}-s{seed}", graft(adapter, modules=modules))
+    return study.score(name, graft(adapter, modules=modules))
+
+
+def affect(study, modules: str, seed: int) -> Path:
+    """The affective adapter trained on ``modules`` (``"all"`` or a module-set key) at ``seed``."""
+    name = {"gate": "affect-gate", "all": "affect-all"}.get(modules, f"affect-{modules}")
+    return study.adapter(name, modules, seed)
+
+
+def control(study, seed: int) -> Path:
+    return study.adapter("control-all", "all", seed, control=True)
+
+
+def single_sets(study) -> list[str]:
+    """Module-set keys of the targeted runs besides gate and all."""
+    return [key(m) for m in study.cfg.targeted if key(m) not in ("gate", "all")]
 
 
 # ---- 1. tune ------------------------------------------------------------------------------------
 def tune(study, results) -> dict:
     out = {}
-    for seed in study.cfg.seeds:
-        for name, mods, control in (("affect-all", "all", False), ("affect-gate", "gate", False),
-                                    ("control-all", "all", True)):
-            info = study.info(study.adapter(name, mods, seed, control))
-            out[f"{name}-s{seed}"] = {k: info[k] for k in ("trainable", "seconds", "losses", "selection")}
+    runs = [("all", s) for s in study.seeds] + [("gate", s) for s in study.seeds] + \
+        [(m, s) for m in single_sets(study) for s in study.aux_seeds]
+    for mods, seed in runs:
+        info = study.info(affect(study, mods, seed))
+        out[f"{mods}-s{seed}"] = {k: info[k] for k in ("trainable", "seconds", "losses", "selection")}
+    for seed in study.aux_seeds:
+        info = study.info(control(study, seed))
+        out[f"control-s{seed}"] = {k: info[k] for k in ("trainable", "seconds", "losses", "selection")}
     return out
 
 
-# ---- 2. locate ----------------------------------------------------------------------------------
+# ---- 2. health ----------------------------------------------------------------------------------
+def health(study, results) -> dict:
+    from .health import health_table
+    return health_table(study)
+
+
+# ---- 3. locate ----------------------------------------------------------------------------------
 def locate(study, results) -> dict:
-    seed = study.cfg.seeds[0]
-    summaries, tables = {}, {}
-    for run, name in (("affective", "affect-all"), ("control", "control-all")):
-        adapter = study.adapter(name, "all", seed, control=name.startswith("control"))
-        table = diff_module.diff(study.model, adapter, modules="all", metrics="all",
-                                 progress=study.progress)
+    """Diff tables of every affective all-module seed and of the control; per-layer values for claim 1."""
+    runs = [(f"affective-s{s}", "affective", affect(study, "all", s)) for s in study.seeds] + \
+           [(f"control-s{s}", "control", control(study, s)) for s in study.aux_seeds]
+    per_layer: dict[str, dict[str, list]] = {}
+    summaries: dict[str, dict] = {}
+    tables: dict[str, str] = {}
+    frames: dict[str, list] = {}
+    for run, kind, adapter in runs:
+        table = diff_module.diff(study.model, adapter, modules="all", metrics="all", progress=study.progress)
         folder = study.run / "locate" / run
         table.save(folder)
-        frame = table.to_frame()
-        summaries[run] = {m: {metric: float(frame[(frame.module == m) & (frame.metric == metric)].value.mean())
-                              for metric in HEADLINE} for m in CANONICAL}
-        tables[run] = str(folder)
-    return {"summaries": summaries, "tables": tables}
+        tables.setdefault(kind, str(folder))  # the first seed's table is drawn in the report
+        frames.setdefault(kind, []).append(table.to_frame())
+    for kind, fs in frames.items():
+        import pandas as pd
+        frame = pd.concat(fs).groupby(["layer", "module", "metric"], as_index=False).value.mean()
+        summaries[kind] = {m: {metric: float(frame[(frame.module == m) & (frame.metric == metric)].value.mean())
+                               for metric in HEADLINE} for m in CANONICAL}
+        per_layer[kind] = {metric: [{m: float(v) for m, v in zip(g.module, g.value)}
+                                    for _, g in frame[frame.metric == metric].groupby("layer")]
+                           for metric in ("relative", "rms")}
+    return {"summaries": summaries, "per_layer": per_layer, "tables": tables,
+            "runs": {kind: len(fs) for kind, fs in frames.items()}}
 
 
-# ---- 3. inherit ---------------------------------------------------------------------------------
+# ---- 4. inherit ---------------------------------------------------------------------------------
 def inherit(study, results) -> dict:
     rows = {}
     for name in study.bar(study.cfg.inherit_sets, "inherit"):
-        rows[name] = study.over_seeds(name, lambda s, name=name: _graft_score(
-            study, study.adapter("affect-all", "all", s), name, s))
-    return {"rows": rows}
+        if name == "none":
+            rows[name] = study.score("base")
+            continue
+        rows[name] = study.over_seeds(name, lambda s, name=name: _graft(
+            study, affect(study, "all", s), name, f"graft[{key(name)}] affect-all s{s}"))
+    ctrl = {m: study.over_seeds(f"control {m}", lambda s, m=m: _graft(
+        study, control(study, s), m, f"graft[{m}] control s{s}"), study.aux_seeds) for m in ("gate", "all")}
+    return {"rows": rows, "control": ctrl,
+            "notes": [f"`control gate` / `control all` graft the non-affective control adapter's modules "
+                      f"(seeds {study.aux_seeds}): an affective gain must not come from them"]}
 
 
-# ---- 4. targeted tuning -------------------------------------------------------------------------
+# ---- 5. targeted tuning -------------------------------------------------------------------------
 def targeted(study, results) -> dict:
-    sets = ["gate", "all"] + [key(m) for m in study.cfg.targeted if key(m) not in ("gate", "all")]
     rows, params = {}, {}
-    for mods in study.bar(sets, "targeted tuning"):
-        name = {"gate": "affect-gate", "all": "affect-all"}.get(mods, f"affect-{mods}")
+    for mods in study.bar(["gate", "all"] + single_sets(study), "targeted tuning"):
+        seeds = study.seeds if mods in ("gate", "all") else study.aux_seeds
 
-        def one(seed, mods=mods, name=name):
-            adapter = study.adapter(name, mods, seed)
+        def one(seed, mods=mods):
+            adapter = affect(study, mods, seed)
             params[mods] = study.info(adapter)["trainable"]
-            return _graft_score(study, adapter, "all", seed, tag=name)
-        rows[mods] = study.over_seeds(mods, one)
-    return {"rows": rows, "params": params}
+            return _graft(study, adapter, "all", f"{mods}-LoRA s{seed}")
+        rows[mods] = study.over_seeds(mods, one, seeds)
+    notes = [f"gate and all: seeds {study.seeds}; other module sets: seeds {study.aux_seeds}"]
+    return {"rows": rows, "params": params, "base": study.score("base"), "notes": notes,
+            "extra": {m: {"trainable params": f"{params[m]:,}"} for m in rows}}
 
 
-# ---- 5. ablate ----------------------------------------------------------------------------------
+# ---- 6. ablate ----------------------------------------------------------------------------------
 def ablate(study, results) -> dict:
-    cfg, seed = study.cfg, study.cfg.seeds[0]
-    adapter = study.adapter("affect-all", "all", seed)
-    tuned_row = _graft_score(study, adapter, "all", seed)
+    cfg = study.cfg
     base = OriginalSource(study.model)
-    out = {"tuned": tuned_row, "reverted": {}, "zeroed": {}, "noised": {}, "controls": []}
-    jobs = [(kind, m) for kind in cfg.ablate_kinds for m in CANONICAL]
-    for kind, m in study.bar(jobs, "ablate"):
-        if kind == "revert":
-            out["reverted"][m] = _graft_score(study, adapter, without(m), seed)
-        elif kind == "zero":
-            out["zeroed"][m] = study.score(f"ablate-zero[{m}]/s{seed}", graft(adapter), zero(modules=m))
-        else:
-            out["noised"][m] = study.score(f"ablate-noise[{m}]/s{seed}", graft(adapter),
-                                           noise(match=base, seed=seed, modules=m))
     sites = select(study.model, "all")
     fraction = sum(s.numel for s in sites if s.module == "gate") / sum(s.numel for s in sites)
-    for i in range(cfg.random_controls):
-        out["controls"].append(study.score(f"ablate-random[{fraction:.4f}]/s{seed}-r{i}", graft(adapter),
-                                           random_revert(base, fraction, seed=1000 + i)))
-    out["control_fraction"] = fraction
-    rows = {"tuned (all modules)": tuned_row}
+    tuned = study.over_seeds("tuned (all modules)", lambda s: _graft(
+        study, affect(study, "all", s), "all", f"graft[all] affect-all s{s}"))
+    out = {"tuned": tuned, "reverted": {}, "zeroed": {}, "noised": {}, "control_fraction": fraction}
+    for kind in cfg.ablate_kinds:
+        for m in study.bar(cfg.ablate_modules, f"ablate {kind}"):
+            if kind == "revert":
+                out["reverted"][m] = study.over_seeds(f"revert {m}", lambda s, m=m: _graft(
+                    study, affect(study, "all", s), without(m), f"graft[{key(without(m))}] affect-all s{s}"))
+            elif kind == "zero":
+                out["zeroed"][m] = study.over_seeds(f"zero {m}", lambda s, m=m: study.score(
+                    f"zero[{m}] s{s}", graft(affect(study, "all", s)), zero(modules=m)))
+            else:
+                out["noised"][m] = study.over_seeds(f"noise {m}", lambda s, m=m: study.score(
+                    f"noise[{m}] s{s}", graft(affect(study, "all", s)), noise(match=base, seed=s, modules=m)))
+    if cfg.random_controls:
+        out["random"] = study.over_seeds("random revert", lambda s: study.score(
+            f"random-revert[{fraction:.4f}] s{s}", graft(affect(study, "all", s)),
+            random_revert(base, fraction, seed=1000 + s)))
+        extra = [study.score(f"random-revert[{fraction:.4f}] s{s} r{i}", graft(affect(study, "all", s)),
+                             random_revert(base, fraction, seed=1000 + 97 * i + s))
+                 for i in range(1, cfg.random_controls) for s in study.seeds]
+        if extra:
+            out["random_more"] = extra
+    if cfg.swap_control:
+        out["swap"] = study.over_seeds("gate ← control's gate", lambda s: study.score(
+            f"swap[gate←control] s{s}", graft(affect(study, "all", s), modules=without("gate")),
+            graft(control(study, study.aux_seeds[0]), modules="gate")))
+    rows = {"tuned (all modules)": tuned}
     rows.update({f"{kind} {m}": r for kind, d in (("revert", out["reverted"]), ("zero", out["zeroed"]),
                                                  ("noise", out["noised"])) for m, r in d.items()})
-    rows.update({f"random revert #{i}": r for i, r in enumerate(out["controls"])})
+    if "random" in out:
+        rows["random revert"] = out["random"]
+    if "swap" in out:
+        rows["gate ← control's gate"] = out["swap"]
     out["rows"] = rows
     out["notes"] = [f"random controls revert a random {100 * fraction:.1f}% of every projection's entries — "
-                    f"as many parameters as gate_proj holds"]
+                    f"as many parameters as gate_proj holds; one per seed",
+                    "`gate ← control's gate`: the affective update everywhere except gate, whose update is the "
+                    "non-affective control's (same size of change, no affect)"]
     if {"gate", "up", "down"} <= set(out["zeroed"]):
         same = len({round(out["zeroed"][m]["mean"], 12) for m in ("gate", "up", "down")}) == 1
         out["notes"].append(f"zeroing gate, up or down gives {'identical' if same else 'different'} scores "
@@ -116,10 +174,10 @@ def ablate(study, results) -> dict:
     return out
 
 
-# ---- 6. interpolate -----------------------------------------------------------------------------
+# ---- 7. interpolate -----------------------------------------------------------------------------
 def interpolate(study, results) -> dict:
-    seed = study.cfg.seeds[0]
-    adapter = study.adapter("affect-all", "all", seed)
+    seed = study.seeds[0]
+    adapter = affect(study, "all", seed)
     ranking = (results.get("locate") or {}).get("summaries", {}).get("affective")
     runner_up = (sorted((m for m in ranking if m != "gate"), key=lambda m: -ranking[m]["rms"])[0]
                  if ranking else "up")
@@ -127,27 +185,26 @@ def interpolate(study, results) -> dict:
     for m in ("gate", runner_up):
         curves[m] = []
         for a in study.bar(study.cfg.alphas, f"interpolate {m}"):
-            row = (study.score("base") if a == 0 else _graft_score(study, adapter, m, seed) if a == 1 else
-                   study.score(f"interp[{m}]@{a:g}/s{seed}", interp(adapter, a, modules=m)))
+            row = (study.score("base") if a == 0 else _graft(study, adapter, m, f"graft[{m}] affect-all s{seed}")
+                   if a == 1 else study.score(f"interp[{m}]@{a:g} s{seed}", interp(adapter, a, modules=m)))
             curves[m].append((a, row))
             rows[f"{m} α={a:g}"] = row
-    return {"curves": curves, "rows": rows, "runner_up": runner_up}
+    return {"curves": curves, "rows": rows, "runner_up": runner_up,
+            "notes": [f"seed {seed} only (exploratory; no claim rests on it)"]}
 
 
-# ---- 7. cost–performance ------------------------------------------------------------------------
+# ---- 8. cost–performance ------------------------------------------------------------------------
 def cost(study, results) -> dict:
+    """Trainable parameters vs base-subtracted gain (paired CI) for every targeted configuration."""
     tgt = results.get("targeted")
     if not tgt:
         return {}
-    points = {m: (tgt["params"][m], r) for m, r in tgt["rows"].items()}
-    g, a = tgt["rows"]["gate"], tgt["rows"]["all"]
-    ratio_score = g["mean"] / a["mean"] if a["mean"] else float("nan")
-    ratio_params = tgt["params"]["gate"] / tgt["params"]["all"]
-    return {"points": points, "rows": tgt["rows"],
-            "extra": {m: {"trainable params": f"{tgt['params'][m]:,}"} for m in tgt["rows"]},
-            "notes": [f"GET (gate-only) reaches {100 * ratio_score:.1f}% of the all-module mean score with "
-                      f"{100 * ratio_params:.1f}% of its trainable parameters (study: 96.6% with ~25%)"],
-            "get_score_ratio": ratio_score, "get_param_ratio": ratio_params}
+    base = tgt["base"]
+    gains = {m: stats.paired_diff(r, base) for m, r in tgt["rows"].items()}
+    points = {m: (tgt["params"][m], {"mean": g["diff"], "ci": g["ci"]}) for m, g in gains.items()}
+    return {"points": points, "gains": gains,
+            "notes": ["gain = configuration − base (paired bootstrap over seeds × examples); the headline "
+                      "share (GET / all-module gain) is a verdict above"]}
 
 
 def neurons(study, results) -> dict:

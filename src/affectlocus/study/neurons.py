@@ -14,17 +14,25 @@ from ..diff import DiffTable
 from ..interventions import graft, neuron_mask, record
 from ..registry import intervene
 from ..sites import find_decoder
-from .data import arithmetic_control
-from ..bench.label_scoring import prompt_text
+from ..bench.prompts import answer_prompt_pairs, build_label_prompts
+from ..tuning.data import arithmetic_control
+from .data import CONTROL_INSTRUCTION
 
 
-def _pooled_gate(study, texts: list[str], layers: list[int]) -> dict[int, np.ndarray]:
-    """Mean over tokens of gate_proj outputs, one text at a time (no padding in the means)."""
+def _prompt_ids(study, task, examples) -> list[list[int]]:
+    """The evaluator's prompt tokens (prefix + query) for ``examples`` of ``task``."""
+    p = build_label_prompts(study.tok, task.labels, [e.text for e in examples], task.train, style=study.style)
+    return [p.prefix_ids + q for q in p.query_ids]
+
+
+def _pooled_gate(study, prompts: list[list[int]], layers: list[int]) -> dict[int, np.ndarray]:
+    """Mean over tokens of gate_proj outputs, one prompt at a time (no padding in the means)."""
     rec = record(modules="gate", layers=layers)
+    device = next(study.model.parameters()).device
     with torch.no_grad(), intervene(study.model, rec):
-        for text in texts:
-            study.model(**study.tok(text, return_tensors="pt", add_special_tokens=False))
-    return {layer: np.stack([t[0].float().mean(0).numpy() for t in rec.outputs[f"layers.{layer}.gate"]])
+        for ids in prompts:
+            study.model(input_ids=torch.tensor([ids], device=device), logits_to_keep=1)
+    return {layer: np.stack([t[0].float().mean(0).cpu().numpy() for t in rec.outputs[f"layers.{layer}.gate"]])
             for layer in layers}
 
 
@@ -40,8 +48,8 @@ def run_neurons(study, results) -> dict:
     table = DiffTable.load((results.get("locate") or {}).get("tables", {}).get("affective")) \
         if (results.get("locate") or {}).get("tables") else None
     task = study.train_tasks[0]
-    affective = [prompt_text(study.tok, ex.text, task.labels) for ex in task.train[:24]]
-    neutral = [p for p, _ in arithmetic_control(study.tok, 24, seed=99)]
+    affective = _prompt_ids(study, task, task.train[:24])
+    neutral = [p for p, _ in answer_prompt_pairs(study.tok, CONTROL_INSTRUCTION, arithmetic_control(24, seed=99))]
     with intervene(study.model, graft(adapter)):
         act_aff = _pooled_gate(study, affective, layers)
         act_neu = _pooled_gate(study, neutral, layers)
@@ -53,10 +61,10 @@ def run_neurons(study, results) -> dict:
     rankings["random"] = {l: rng.permutation(width) for l in layers}
 
     curves: dict[str, list] = {}
-    full = study.score(f"graft[all]/affect-all-s{seed}", graft(adapter))
+    full = study.score(f"graft[all] affect-all s{seed}", graft(adapter))
     for name, ranking in rankings.items():
         curves[f"top-k by {name}" if name != "random" else "random k"] = [(0, full)] + [
-            (k, study.score(f"neurons[{name}]@{k}/s{seed}", graft(adapter),
+            (k, study.score(f"neurons[{name}]@{k} s{seed}", graft(adapter),
                             neuron_mask({l: ranking[l][:k].tolist() for l in layers}, modules="gate")))
             for k in study.bar(ks, f"neurons {name}")]
 
@@ -83,7 +91,7 @@ def _probe(study, adapter, layers: list[int]) -> tuple[dict, float]:
     layers = sorted({l % find_decoder(study.model).num_layers for l in layers})
     train = study.train_tasks[0].train[-48:] if study.train_tasks[0].name == task.name else task.train[:48]
     test = task.test[:40]
-    texts = [prompt_text(study.tok, ex.text, task.labels) for ex in train + test]
+    texts = _prompt_ids(study, task, train + test)
     y = np.array([task.labels.index(ex.label) for ex in train + test])
     n = len(train)
     out = {}

@@ -3,7 +3,8 @@
 Run folder layout (everything inside ``cfg.out``)::
 
     adapters/<train-fingerprint>/<name>-s<seed>/   peft adapters (+ info.json once complete)
-    scores/<eval-fingerprint>/<config>.json         one score row per evaluated configuration
+    scores/<task>/<key>/part-*.jsonl                per-example records of the one evaluator, keyed by
+                                                    weights fingerprint + interventions + task + examples
     steps/<step>.json                               a finished step's results (skipped when present)
     locate/<run>/                                   diff tables, heatmaps, histograms
     report/index.md, report/index.html, report/figures/*.png
@@ -12,34 +13,38 @@ Interrupt it at any point and run it again: finished adapters, scores and steps 
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 from tqdm.auto import tqdm
 
-from ..bench import load_task
+from ..bench import Task, load_task
+from ..bench.prompts import PromptStyle
 from ..models import load_model
-from . import claims
-from .config import STEPS, StudyConfig
-from .data import affective_pairs, arithmetic_control
-from ..bench.label_scoring import Evaluator
 from .._io import atomic_write_text as atomic_write
+from . import claims, stats
+from .config import STEPS, StudyConfig
+from .data import affective_dataset, control_dataset
+from .evaluation import StudyEvaluator
 from .report import write_report
 from .training import train_lora
 
-GRID_FIELDS = ("targeted", "inherit_sets", "ablate_kinds", "random_controls", "alphas", "neuron_k",
-               "probe_layers", "skip")
-TRAIN_FIELDS = ("model", "dtype", "device_map", "train_tasks", "n_train", "balance_train", "n_control", "steps", "batch_size", "lr", "rank",
-                "alpha", "max_length", "meld_dir")
+GRID_FIELDS = ("targeted", "inherit_sets", "ablate_modules", "ablate_kinds", "random_controls", "swap_control",
+               "alphas", "neuron_k", "probe_layers", "skip", "bootstrap")
+TRAIN_FIELDS = ("model", "dtype", "device_map", "train_tasks", "n_train", "balance_train", "max_train_chars",
+                "shots", "instruction", "n_control", "steps", "batch_size", "lr", "warmup", "rank", "alpha", "max_length",
+                "bf16", "meld_dir")
 
 
 class Study:
-    """One study run. ``model``/``tokenizer`` may be passed in (e.g. a tiny model in tests)."""
+    """One study run. ``model``/``tokenizer`` may be passed in (e.g. a tiny model in tests), and
+    ``tasks`` maps task names of the configuration to your own :class:`~affectlocus.bench.Task`."""
 
     def __init__(self, cfg: StudyConfig, model=None, tokenizer=None, progress: bool = True,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, tasks: Mapping[str, Task] | None = None):
         self.cfg, self.progress, self.log = cfg, progress, log
         self.run = Path(cfg.out)
         self.run.mkdir(parents=True, exist_ok=True)
@@ -47,15 +52,22 @@ class Study:
             extra = {"device_map": cfg.device_map} if cfg.device_map else {}
             model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, **extra)
         self.model, self.tok = model, tokenizer
-        self.train_tasks = [load_task(t, meld_dir=cfg.meld_dir, seed=0) for t in cfg.train_tasks]
-        self.eval_tasks = [load_task(t, meld_dir=cfg.meld_dir, seed=0, max_test=cfg.n_eval)
-                           for t in cfg.eval_tasks]
-        fp_train = cfg.fingerprint(*TRAIN_FIELDS)
-        fp_eval = cfg.fingerprint(*[f for f in cfg.to_dict() if f not in GRID_FIELDS])
-        self.adapter_root = self.run / "adapters" / fp_train
-        self.evaluator = Evaluator(model, tokenizer, self.eval_tasks, cfg.n_eval, cfg.eval_batch_size,
-                                   cfg.bootstrap, cache_dir=self.run / "scores" / fp_eval)
-        (self.run / "scores" / fp_eval).mkdir(parents=True, exist_ok=True)
+        given = dict(tasks or {})  # your own Task objects, by the names the config uses
+
+        def task(name: str, max_test: int | None = None) -> Task:
+            if name in given:
+                t = given[name]
+                return t if max_test is None else dataclasses.replace(t, test=list(t.test[:max_test]))
+            return load_task(name, meld_dir=cfg.meld_dir, seed=0, max_test=max_test)
+        self.train_tasks = [task(t) for t in cfg.train_tasks]
+        self.eval_tasks = [task(t, cfg.n_eval) for t in cfg.eval_tasks]
+        self.style = PromptStyle(shots_per_label=cfg.shots, instruction=cfg.instruction)
+        self.adapter_root = self.run / "adapters" / cfg.fingerprint(*TRAIN_FIELDS)
+        self.evaluator = StudyEvaluator(model, tokenizer, self.eval_tasks, metric=cfg.metric, style=self.style,
+                                        batch_size=cfg.eval_batch_size, bootstrap=cfg.bootstrap,
+                                        cache_dir=self.run / "scores", bf16=cfg.bf16)
+        self.seeds = list(cfg.seeds)
+        self.aux_seeds = list(cfg.seeds[:cfg.aux_seeds])
         self.step_fp = {s: cfg.fingerprint() for s in STEPS}
         self.timings: dict[str, float] = {}
         atomic_write(self.run / "config.json", json.dumps(cfg.to_dict(), indent=2))
@@ -98,14 +110,17 @@ class Study:
             return out
         out.parent.mkdir(parents=True, exist_ok=True)
         cfg = self.cfg
-        pairs = (arithmetic_control(self.tok, cfg.n_control, seed) if control
-                 else affective_pairs(self.tok, self.train_tasks, cfg.n_train, cfg.balance_train))
+        data = (control_dataset(self.tok, cfg.n_control, seed, cfg.max_length) if control else
+                affective_dataset(self.tok, self.train_tasks, cfg.n_train, balance=cfg.balance_train,
+                                  max_chars=cfg.max_train_chars, style=self.style, max_length=cfg.max_length))
         bar = tqdm(total=cfg.steps, desc=f"train {name} s{seed}", disable=not self.progress, leave=False)
-        info = train_lora(self.model, self.tok, pairs, out, modules=modules, r=cfg.rank, alpha=cfg.alpha,
+        info = train_lora(self.model, self.tok, data, out, modules=modules, r=cfg.rank, alpha=cfg.alpha,
                           steps=cfg.steps, batch_size=cfg.batch_size, lr=cfg.lr, max_length=cfg.max_length,
-                          seed=seed, progress=lambda s, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))
+                          seed=seed, warmup=cfg.warmup, bf16=cfg.bf16,
+                          progress=lambda s, loss: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}")))
         bar.close()
-        info.update(name=name, selection=modules, seed=seed, control=control)
+        info.update(name=name, selection=modules, seed=seed, control=control,
+                    tokens_per_example=sum(len(x) for x in data.input_ids) / len(data))
         atomic_write(out / "info.json", json.dumps(info))
         return out
 
@@ -113,25 +128,18 @@ class Study:
         return json.loads((adapter / "info.json").read_text())
 
     def score(self, name: str, *interventions) -> dict:
-        """Score the model under ``interventions`` (cached by ``name``)."""
+        """A score row of the model under ``interventions`` (cached by weights + interventions, not name)."""
         from ..registry import intervene
         if not interventions:
             return self.evaluator.score(name)
         with intervene(self.model, *interventions):
             return self.evaluator.score(name)
 
-    def over_seeds(self, name: str, make: Callable[[int], dict]) -> dict:
-        """Mean over seeds (sd when > 1 seed); CI bounds averaged; per-seed rows kept."""
-        rows = [make(seed) for seed in self.cfg.seeds]
-        if len(rows) == 1:
-            return rows[0]
-        import numpy as np
-        means = [r["mean"] for r in rows]
-        tasks = rows[0]["per_task"]
-        return {"name": name, "mean": float(np.mean(means)), "sd": float(np.std(means, ddof=1)),
-                "ci": [float(np.mean([r["ci"][0] for r in rows])), float(np.mean([r["ci"][1] for r in rows]))],
-                "per_task": {t: {"mean": float(np.mean([r["per_task"][t]["mean"] for r in rows]))} for t in tasks},
-                "seeds": rows}
+    def over_seeds(self, name: str, make: Callable[[int], dict], seeds: list[int] | None = None) -> dict:
+        """One row over ``seeds`` (default: the main seeds): per-seed rows kept, hierarchical CI."""
+        rows = [{**make(seed), "seed": seed} for seed in (seeds or self.seeds)]
+        return stats.over_seeds(name, rows, stats.Bootstrap.for_rows(rows, self.cfg.bootstrap or 1)
+                                if self.cfg.bootstrap else None)
 
     def bar(self, items, desc: str):
         return tqdm(items, desc=desc, disable=not self.progress, leave=False)
@@ -149,6 +157,7 @@ class Study:
             fn = getattr(experiments, name)
             results[name] = self.step(name, lambda fn=fn: fn(self, results))
         results["verdicts"] = [v.to_dict() for v in judge(results)]
+        results["rules"] = list(claims.RULES)
         results["timings"] = self.timings
         results["figures"] = experiments.figures(self, results)
         atomic_write(self.run / "results.json", json.dumps(results, indent=1, default=str))
@@ -157,18 +166,20 @@ class Study:
 
 
 def judge(results: dict) -> list[claims.Verdict]:
-    """The four claims' verdicts from whatever steps ran."""
-    out = []
+    """The claims' verdicts from whatever steps ran."""
+    out, health = [], results.get("health")
     loc = results.get("locate") or {}
-    if loc.get("summaries", {}).get("affective"):
-        out.append(claims.gate_dominates(loc["summaries"]["affective"], loc["summaries"].get("control")))
-    if results.get("inherit"):
-        out.append(claims.gate_transfers(results["inherit"]["rows"]))
+    if loc.get("per_layer", {}).get("affective"):
+        out.append(claims.gate_dominates(loc["per_layer"], health, loc.get("summaries", {}).get("affective")))
+    inh = results.get("inherit")
+    if inh:
+        out.append(claims.gate_transfers(inh["rows"], inh.get("control"), health))
     tgt = results.get("targeted")
     if tgt:
-        out.append(claims.gate_most_efficient(tgt["rows"], tgt["params"], (results.get("inherit") or {})
-                                              .get("rows", {}).get("none")))
+        base = (inh or {}).get("rows", {}).get("none") or tgt.get("base")
+        out.append(claims.gate_most_efficient(tgt["rows"], tgt["params"], base, health))
+        out.append(claims.get_headline(tgt["rows"], tgt["params"], base, health))
     abl = results.get("ablate")
     if abl:
-        out.append(claims.gate_necessary(abl["tuned"], abl["reverted"], abl["controls"]))
+        out.append(claims.gate_necessary(abl["tuned"], abl["reverted"], abl.get("random"), abl.get("swap"), health))
     return out

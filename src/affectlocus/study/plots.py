@@ -18,7 +18,7 @@ OTHER = "#4c72b0"
 
 def _err(row: Row) -> tuple[float, float]:
     lo, hi = row.get("ci") or (row["mean"], row["mean"])
-    return float(row["mean"]) - float(lo), float(hi) - float(row["mean"])
+    return max(0.0, float(row["mean"]) - float(lo)), max(0.0, float(hi) - float(row["mean"]))
 
 
 def score_bars(rows: Mapping[str, Row], path: str | Path, title: str, xlabel: str = "mean score",
@@ -68,8 +68,9 @@ def dose_response(curves: Mapping[str, Sequence[tuple[float, Row]]], path: str |
 
 
 def cost_performance(points: Mapping[str, tuple[int, Row]], path: str | Path, highlight: str = "gate",
-                     title: str = "Trainable parameters vs mean score") -> Path:
-    """Scatter of trainable parameters (log x) against mean score; the highlighted config in red."""
+                     title: str = "Trainable parameters vs gain over the base",
+                     ylabel: str = "gain over base (paired 95% CI)") -> Path:
+    """Scatter of trainable parameters (log x) against a score (default: base-subtracted gain)."""
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for name, (params, row) in points.items():
         is_hl = name == highlight
@@ -78,8 +79,9 @@ def cost_performance(points: Mapping[str, tuple[int, Row]], path: str | Path, hi
         ax.annotate(name + (" (GET)" if is_hl else ""), (params, float(row["mean"])), fontsize=8,
                     xytext=(4, 4), textcoords="offset points")
     ax.set_xscale("log")
+    ax.axhline(0, color="grey", lw=0.8)
     ax.set_xlabel("trainable parameters (LoRA)")
-    ax.set_ylabel("mean score")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
     path = save_figure(fig, path)

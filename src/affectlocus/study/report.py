@@ -9,10 +9,48 @@ from pathlib import Path
 from typing import Mapping
 
 from .._io import atomic_write_text as atomic_write
-from .claims import collapse_note
+from .stats import constant_tasks
 
-SECTIONS = ("Verdicts", "Locate", "Inherit", "Targeted tuning", "Ablate", "Interpolate",
-            "Cost–performance", "Neurons", "MER-UniBench", "Configuration", "Versions and timings")
+
+def collapse_note(rows: Mapping[str, Mapping]) -> str | None:
+    """One sentence naming the configurations that gave one label to every example of a task."""
+    bad = {name: constant_tasks(row) for name, row in rows.items() if row and row.get("per_task")}
+    bad = {k: v for k, v in bad.items() if v}
+    if not bad:
+        return None
+    return ("constant predictor (one label for every example; balanced accuracy = chance): "
+            + "; ".join(f"`{k}` on {', '.join(v)}" for k, v in bad.items()))
+
+
+def _num(x, fmt: str = ".3f") -> str:
+    return "—" if x is None else format(float(x), fmt)
+
+
+def _ci(ci, fmt: str = ".3f") -> str:
+    return "—" if not ci else f"[{format(ci[0], fmt)}, {format(ci[1], fmt)}]"
+
+
+def health_lines(health: Mapping) -> list[str]:
+    """The health table: base and every fine-tune, seed by seed."""
+    base = health.get("base") or {}
+    out = ["| configuration | seed | score [95% CI] | chance | tuned − base [paired 95% CI] | loss first → final "
+           "| collapsed | failed | beats base |", "|" + "---|" * 9,
+           f"| base | — | {_num(base.get('mean'))} {_ci(base.get('ci'))} | {_num(base.get('chance'))} | — | — | "
+           f"{'yes' if base.get('constant_tasks') else 'no'} | — | — |"]
+    for name, entries in (health.get("tuned") or {}).items():
+        for e in entries:
+            out.append(f"| `{name}` | {e['seed']} | {_num(e['mean'])} {_ci(e.get('ci'))} | {_num(e.get('chance'))} | "
+                       f"{_num(e.get('diff'), '+.3f')} {_ci(e.get('diff_ci'), '+.3f')} | "
+                       f"{_num(e.get('first_loss'))} → {_num(e.get('final_loss'))} | "
+                       f"{'yes' if e['collapsed'] else 'no'} | {'**yes**' if e['failed'] else 'no'} | "
+                       f"{'yes' if e['beats_base'] else '**no**'} |")
+    if health.get("failures"):
+        out += ["", f"- **training failures**: {', '.join(health['failures'])} — every claim using them is inconclusive"]
+    if health.get("not_beating"):
+        out += ["", f"- **not beating the base**: {', '.join(health['not_beating'])}"]
+    if health.get("rules"):
+        out += ["", f"- {health['rules']}"]
+    return out
 
 
 def _fmt(row: Mapping | None) -> str:
@@ -52,9 +90,19 @@ def render_markdown(results: Mapping) -> str:
              "Where does affective fine-tuning live in this model, and is `gate_proj` sufficient, "
              "efficient and necessary? Every number below was measured in this run; scores are means "
              "over the evaluation tasks with bootstrap 95% confidence intervals.", ""]
+    if results.get("health"):
+        h = results["health"]
+        lines += ["## Health", "", f"Does each fine-tune work? Main seeds {h.get('seeds')} (all-module and GET); "
+                  f"auxiliary runs (control, other single modules) at seeds {h.get('aux_seeds')}.", ""]
+        lines += health_lines(h) + [""]
     lines += ["## Verdicts", "", "| claim | verdict | evidence |", "|---|---|---|"]
     for v in results.get("verdicts", []):
         lines.append(f"| {v['claim']} | **{v['verdict']}** | {v['evidence']} |")
+    if results.get("rules"):
+        lines += ["", "### Decision rules", ""] + [f"- {r}" for r in results["rules"]]
+        lines.append(f"- This run: n = {cfg.get('n_eval')} test examples per task ({', '.join(cfg.get('eval_tasks', []))}), "
+                     f"{cfg.get('bootstrap')} bootstrap draws; seeds {cfg.get('seeds')} for the all-module and GET "
+                     f"adapters, the first {cfg.get('aux_seeds')} for the control and other single modules.")
     loc = results.get("locate") or {}
     lines += ["", "## Locate", "", "Per-module mean over layers of the weight change (affective and "
               "non-affective control fine-tunes). Raw L2 favours big matrices; `relative` and `rms` "
@@ -85,7 +133,8 @@ def render_markdown(results: Mapping) -> str:
         lines += ["", f"## {title}", "", blurb, ""]
         section = results.get(key) or {}
         if section.get("rows"):
-            lines += score_table(section["rows"], extra=section.get("extra"))
+            rows = {**section["rows"], **{f"control {m}": r for m, r in (section.get("control") or {}).items()}}
+            lines += score_table(rows, extra=section.get("extra"))
             note = collapse_note(section["rows"])
             if note:
                 lines += ["", f"- **warning**: {note}"]

@@ -107,6 +107,25 @@ class SFTDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> dict[str, list[int]]:
         return {"input_ids": self.input_ids[i], "labels": self.labels[i]}
 
+    @classmethod
+    def from_ids(cls, pairs: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int,
+                 max_length: int | None = None) -> "SFTDataset":
+        """Examples from already tokenized ``(prompt ids, answer ids)`` pairs (loss on the answer);
+        over-long examples lose prompt tokens from the left, as in :func:`encode_pair`."""
+        ids, labels = [], []
+        for p_ids, a_ids in pairs:
+            p_ids, a_ids = list(p_ids), list(a_ids)
+            if not a_ids:
+                raise DataError("a training pair has an empty answer: there would be nothing to learn")
+            if max_length is not None:
+                a_ids = a_ids[:max_length - 1]
+                p_ids = p_ids[-(max_length - len(a_ids)):] if p_ids else p_ids
+            ids.append(p_ids + a_ids)
+            labels.append([IGNORE] * len(p_ids) + a_ids)
+        if not ids:
+            raise DataError("no training pairs given")
+        return cls(ids, labels, int(pad_id))
+
     def answer_tokens(self, i: int) -> int:
         """Tokens that carry loss in example ``i`` (after the causal shift)."""
         return sum(1 for t in self.labels[i][1:] if t != IGNORE)
@@ -153,17 +172,33 @@ def collate(examples: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, 
 
 
 class DataOrder:
-    """Example index at each position of an endless stream of seeded per-epoch permutations."""
+    """Example index at each position of an endless stream of seeded per-epoch permutations.
 
-    def __init__(self, n: int, seed: int):
+    With ``lengths`` and ``batch``, each epoch's permutation is cut into windows of ``batch × window``
+    examples and every window is sorted by length (longest first), so consecutive positions — the
+    examples of one batch — have similar lengths and right-padding wastes little compute (the
+    length-grouped sampling of HF's ``group_by_length``). Either way the order is a pure function of
+    (seed, position), so a resumed run sees exactly the batches an uninterrupted run would.
+    """
+
+    def __init__(self, n: int, seed: int, lengths: Sequence[int] | None = None, batch: int = 1,
+                 window: int = 8):
         self.n, self.seed = n, seed
+        self.lengths, self.span = (list(lengths), max(1, batch * window)) if lengths is not None else (None, 0)
         self._perms: dict[int, list[int]] = {}
+
+    def _epoch(self, epoch: int) -> list[int]:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        perm = torch.randperm(self.n, generator=gen).tolist()
+        if self.lengths is None:
+            return perm
+        return [i for s in range(0, self.n, self.span)
+                for i in sorted(perm[s:s + self.span], key=lambda i: -self.lengths[i])]
 
     def __getitem__(self, position: int) -> int:
         epoch = position // self.n
         if epoch not in self._perms:
-            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._perms = {epoch: torch.randperm(self.n, generator=gen).tolist()}
+            self._perms = {epoch: self._epoch(epoch)}
         return self._perms[epoch][position % self.n]
 
     def take(self, start: int, count: int) -> list[int]:

@@ -61,9 +61,10 @@ class TrainConfig:
     max_length: int = 256
     seed: int = 0
     template: bool | None = None        # chat template: None → when the tokenizer has one
-    bf16: bool | None = None            # None → on a GPU that supports it
+    bf16: bool | None = None            # None → on a GPU that supports it; True: bf16 autocast on CPU too
     gradient_checkpointing: bool | None = None  # None → on a GPU
     save_every: int = 50                # checkpoint period in steps (0: only the final result)
+    group_by_length: bool = False       # batches of similar length (less padding); order still seeded
 
     def validate(self) -> None:
         if self.method not in ("lora", "full"):
@@ -128,10 +129,31 @@ def _all_ok(acc, ok: bool) -> bool:
 
 
 def answer_loss_sum(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
-    logits = out.logits[:, :-1].float()
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), batch["labels"][:, 1:].reshape(-1),
-                           ignore_index=IGNORE, reduction="sum")
+    """Summed cross-entropy over answer tokens; the LM head runs only at positions that predict one.
+
+    The head (a vocabulary-sized matmul) is ~20 % of a small model's forward; with the loss on a few
+    answer tokens per example, computing it everywhere is waste. Positions are the union over the
+    batch of (answer position - 1), passed as ``logits_to_keep``; the loss is identical.
+    """
+    targets = batch["labels"][:, 1:]
+    keep = (targets != IGNORE).any(dim=0).nonzero().flatten()
+    if keep.numel() == 0 or not _takes_logits_to_keep(model):
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+        logits, gold = out.logits[:, :-1].float(), targets
+    else:
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
+                    logits_to_keep=keep)
+        logits, gold = out.logits.float(), targets[:, keep]
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), gold.reshape(-1), ignore_index=IGNORE,
+                           reduction="sum")
+
+
+def _takes_logits_to_keep(model: nn.Module) -> bool:
+    import inspect
+    inner = getattr(model, "module", model)            # DDP wrapper
+    get_base = getattr(inner, "get_base_model", None)  # PeftModel → the causal LM it wraps
+    inner = get_base() if callable(get_base) else inner
+    return "logits_to_keep" in inspect.signature(type(inner).forward).parameters
 
 
 def _identity(cfg: TrainConfig, model: nn.Module, data: SFTDataset, world: int) -> dict:
@@ -267,7 +289,9 @@ def _run(prep: Prepared, data: SFTDataset, out: Path, cfg: TrainConfig, ident: d
         write_jsonl(log_path, [r for r in read_jsonl(log_path) if r["step"] <= start])
     acc.wait_for_everyone()
     losses = [r["loss"] for r in read_jsonl(log_path)][:start]
-    order, group = DataOrder(len(data), cfg.seed), cfg.batch_size * cfg.grad_accum * world
+    group = cfg.batch_size * cfg.grad_accum * world
+    order = DataOrder(len(data), cfg.seed, [len(x) for x in data.input_ids] if cfg.group_by_length else None,
+                      group)
     params = [p for _, p in prep.params]
     bar = tqdm(total=cfg.steps, initial=start, disable=not (progress and acc.is_main_process),
                desc=f"{cfg.method} {'+'.join(parse_modules(cfg.modules))}", dynamic_ncols=True)

@@ -1,0 +1,73 @@
+"""The study's scores: :func:`affectlocus.bench.runner.evaluate` (the one evaluator) turned into score rows.
+
+The runner does the work — exact multi-token label scoring with the shared prefix's KV cache,
+batching, logits only at answer positions — and caches per-example records keyed by the model's
+weight fingerprint, the active intervention stack, the task and its examples (never by a name: a
+checkpoint replaced at the same path changes the fingerprint). This module only shapes its output
+into the rows :mod:`.stats` and :mod:`.claims` read, and remembers rows already computed in this
+process under the same key.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..bench.prompts import PromptStyle, tokenizer_fingerprint
+from ..bench.runner import evaluate, intervention_stack, model_fingerprint
+from . import stats
+
+
+class StudyEvaluator:
+    """Scores the model *as it currently is* (any intervention stack active) on fixed tasks."""
+
+    def __init__(self, model, tokenizer, tasks: Sequence, *, metric: str = "balanced_accuracy",
+                 style: PromptStyle | None = None, batch_size: int = 16, bootstrap: int = 1000,
+                 cache_dir: str | Path | None = None, bf16: bool | None = None):
+        self.model, self.tokenizer, self.tasks = model, tokenizer, list(tasks)
+        self.metric, self.style, self.batch_size = metric, style or PromptStyle(), batch_size
+        self.bootstrap, self.cache_dir = bootstrap, cache_dir
+        device = next(model.parameters()).device
+        #: bf16 autocast while scoring (None → on a GPU); part of the cache key
+        self.bf16 = device.type == "cuda" if bf16 is None else bool(bf16)
+        self._autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if self.bf16 else nullcontext
+        self._memo: dict[tuple, dict] = {}
+        self._tok = tokenizer_fingerprint(tokenizer)
+        self.evaluations = 0  # rows built (not served from the in-process memo)
+        self.examples_computed = 0  # examples the model ran on (not served from the disk cache)
+
+    def score(self, name: str) -> dict:
+        """A score row of the current model, labelled ``name`` (the label is not part of any key)."""
+        key = (model_fingerprint(self.model), tuple(intervention_stack(self.model)))
+        if key not in self._memo:
+            with self._autocast():
+                scores = evaluate(self.model, self.tokenizer, self.tasks, seed=0, cache_dir=self.cache_dir,
+                                  batch_size=self.batch_size, style=self.style, metric=self.metric, n_boot=0,
+                                  progress=False, cache_tag="bf16-autocast" if self.bf16 else "")
+            self._memo[key] = to_row(scores, self.tasks, self.metric)
+            self.evaluations += 1
+            self.examples_computed += int(scores.meta.get("stats", {}).get("computed", 0))
+        row = {**self._memo[key], "name": name}
+        row["ci"] = stats.example_ci(row, self.bootstrap) if self.bootstrap else None
+        return row
+
+
+def to_row(scores, tasks: Sequence, metric: str) -> dict:
+    """A :class:`~affectlocus.bench.runner.Scores` as a study score row (see :mod:`.stats`)."""
+    per_task = {}
+    for task in tasks:
+        t = scores.tasks[task.name]
+        index = {lab: k for k, lab in enumerate(task.labels)}
+        recs = scores.records[task.name]
+        per_task[task.name] = {
+            "mean": t.score, "n": t.n, "chance": t.chance, "labels": list(task.labels),
+            "pred": [index.get(r["pred"], -1) if r["pred"] is not None else -1 for r in recs],
+            "truth": [index[r["label"]] for r in recs]}
+    return {"metric": metric, "mean": float(np.mean([v["mean"] for v in per_task.values()])),
+            "chance": float(np.mean([v["chance"] for v in per_task.values()])), "per_task": per_task}
+
+
+__all__ = ["StudyEvaluator", "to_row"]
