@@ -27,7 +27,7 @@ import torch  # noqa: E402
 import affectlocus as al  # noqa: E402
 from affectlocus.tuning.data import arithmetic_control, build_dataset  # noqa: E402
 from affectlocus.tuning.prepare import prepare_full, prepare_lora  # noqa: E402
-from affectlocus.tuning.trainer import answer_loss_sum  # noqa: E402
+from affectlocus.tuning.loss import answer_loss_sum  # noqa: E402
 
 CONFIGS = {"gate_lora": ("lora", "gate"), "all7_lora": ("lora", "all"), "gate_full": ("full", "gate")}
 BATCH, LENGTH, RANK = 16, 64, 16

@@ -23,10 +23,11 @@ PAPER_SHARE, PAPER_PARAMS = 0.966, 0.25
 Row = Mapping[str, object]
 
 RULES = (
-    f"Scores are task means of balanced accuracy (chance = 1/K). CIs are 95 % percentile intervals of a "
-    f"hierarchical bootstrap: training seeds resampled, then each task's examples resampled; every "
-    f"difference is paired (the same draw applied to both configurations, which are scored on the same "
-    f"examples).",
+    "Scores are task means of the study's metric (balanced accuracy by default, chance = 1/K). CIs are 95 % "
+    "percentile intervals of a "
+    "hierarchical bootstrap: training seeds resampled, then each task's examples resampled; every "
+    "difference is paired (the same draw applied to both configurations, which are scored on the same "
+    "examples).",
     f"Preconditions (else **inconclusive**): at least {MIN_SEEDS} training seeds for the all-module and "
     f"gate-only adapters; no training failure among the adapters a claim uses (NaN loss, final loss not "
     f"below 0.8 × the first, or a constant predictor); the tuned model beats the base (paired CI of "

@@ -21,7 +21,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..bench.runner import classification_metrics
+from ..bench.classification import classification_metrics
 
 Row = Mapping[str, object]
 #: Bootstrap draws of the study's CIs (seeded; see :class:`Bootstrap`).

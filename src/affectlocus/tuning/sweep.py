@@ -26,7 +26,8 @@ from .checkpoint import ResumeError, TuningError, add_row, describe_difference, 
 from .data import SFTDataset, build_dataset, load_pairs
 from .params import count_trainable
 from .prepare import model_signature
-from .trainer import TrainConfig, answer_loss_sum, train
+from .loss import answer_loss_sum
+from .trainer import TrainConfig, train
 
 Evaluate = Callable[[nn.Module, Any], dict]
 

@@ -25,14 +25,14 @@ from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from .._io import atomic_path
 from ..sites import find_decoder, parse_layers, parse_modules
 from .checkpoint import (ResumeError, TuningError, append_jsonl, describe_difference,
                          fingerprint, load_checkpoint, read_json, read_jsonl, rng_state, save_checkpoint,
                          set_rng_state, write_json, write_jsonl)
-from .data import IGNORE, DataOrder, SFTDataset, build_dataset, load_pairs
+from .data import DataOrder, SFTDataset, build_dataset, load_pairs
+from .loss import answer_loss_sum
 from .prepare import Prepared, model_signature, prepare_full, prepare_lora
 
 WEIGHTS_FILE = "tuned_weights.safetensors"
@@ -126,34 +126,6 @@ def _all_ok(acc, ok: bool) -> bool:
         return ok
     flag = torch.tensor([0.0 if ok else 1.0], device=acc.device)
     return float(acc.reduce(flag, reduction="sum")) == 0.0
-
-
-def answer_loss_sum(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Summed cross-entropy over answer tokens; the LM head runs only at positions that predict one.
-
-    The head (a vocabulary-sized matmul) is ~20 % of a small model's forward; with the loss on a few
-    answer tokens per example, computing it everywhere is waste. Positions are the union over the
-    batch of (answer position - 1), passed as ``logits_to_keep``; the loss is identical.
-    """
-    targets = batch["labels"][:, 1:]
-    keep = (targets != IGNORE).any(dim=0).nonzero().flatten()
-    if keep.numel() == 0 or not _takes_logits_to_keep(model):
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
-        logits, gold = out.logits[:, :-1].float(), targets
-    else:
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False,
-                    logits_to_keep=keep)
-        logits, gold = out.logits.float(), targets[:, keep]
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), gold.reshape(-1), ignore_index=IGNORE,
-                           reduction="sum")
-
-
-def _takes_logits_to_keep(model: nn.Module) -> bool:
-    import inspect
-    inner = getattr(model, "module", model)            # DDP wrapper
-    get_base = getattr(inner, "get_base_model", None)  # PeftModel → the causal LM it wraps
-    inner = get_base() if callable(get_base) else inner
-    return "logits_to_keep" in inspect.signature(type(inner).forward).parameters
 
 
 def _identity(cfg: TrainConfig, model: nn.Module, data: SFTDataset, world: int) -> dict:
