@@ -6,8 +6,10 @@ study (GET, the control, grafts, reverts, random reverts, the diff) runs as usua
 """
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from affectlocus.bench.classification import classification_metrics
 from affectlocus.bench.prompts import char_tokenizer
 from affectlocus.models import tiny_model
 from affectlocus.study import Study, StudyConfig
@@ -75,3 +77,8 @@ def test_planted_skill_gives_the_known_verdicts(shared, plant, expected):
     assert results["ablate"]["tuned"]["mean"] == tuned["mean"]
     assert [r["mean"] for r in tuned["per_seed"]] == [e["mean"] for e in results["health"]["tuned"]["all"]]
     assert results["inherit"]["rows"]["none"]["mean"] == results["health"]["base"]["mean"]
+    # the health numbers are what the raw per-example predictions give
+    for row, e in zip(tuned["per_seed"], results["health"]["tuned"]["all"]):
+        t = row["per_task"]["letters"]
+        recomputed = classification_metrics(np.array(t["truth"]), np.array(t["pred"]), 2)["balanced_accuracy"][0]
+        assert recomputed == pytest.approx(e["mean"])

@@ -84,3 +84,20 @@ def test_arithmetic_control_answers_are_right():
             assert int(answer) == a - b
         else:
             assert int(answer) == a * b
+
+
+def test_length_grouped_order_is_a_seeded_permutation_with_similar_lengths_per_batch():
+    import random as _random
+
+    from affectlocus.tuning.data import DataOrder
+    rng = _random.Random(0)
+    lengths = [rng.randint(10, 100) for _ in range(96)]
+    order = DataOrder(96, seed=3, lengths=lengths, batch=8)
+    epoch = order.take(0, 96)
+    assert sorted(epoch) == list(range(96))  # every example once per epoch
+    assert order.take(0, 96) == DataOrder(96, seed=3, lengths=lengths, batch=8).take(0, 96)
+    assert order.take(96, 96) != epoch  # a new shuffle each epoch
+    spread = lambda ids: max(lengths[i] for i in ids) - min(lengths[i] for i in ids)  # noqa: E731
+    grouped = sum(spread(epoch[s:s + 8]) for s in range(0, 96, 8))
+    plain = DataOrder(96, seed=3).take(0, 96)
+    assert grouped < 0.5 * sum(spread(plain[s:s + 8]) for s in range(0, 96, 8))

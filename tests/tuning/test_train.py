@@ -119,3 +119,28 @@ def test_a_diverging_run_stops_with_a_clear_error(make, tok, pairs, tmp_path):
     with pytest.raises(TuningError, match="lower lr"):
         train(model, tok, pairs, tmp_path / "nan", **{**FAST, "lr": float("inf")})
     al.assert_clean(model)
+
+
+def test_fp32_then_bf16_training_in_one_process(make, tok, pairs, tmp_path):
+    """accelerate keeps mixed precision process-wide; the trainer must not depend on it (a study or
+    notebook trains fp32 and bf16 runs in one process)."""
+    model = make("llama")
+    before = state_snapshot(model)
+    fp32 = train(model, tok, pairs, tmp_path / "fp32", modules="gate", **FAST)
+    fp32.restore()
+    bf16 = train(model, tok, pairs, tmp_path / "bf16", modules="gate", bf16=True, **FAST)
+    bf16.restore()
+    assert all(torch.isfinite(torch.tensor(x)) for x in fp32.losses + bf16.losses)
+    assert fp32.losses[0] != bf16.losses[0]  # the bf16 forward really ran in bf16
+    assert _changed(model.state_dict(), before) == set()
+
+
+def test_answer_only_head_gives_the_full_head_loss(make, tok, pairs):
+    from affectlocus.tuning.data import build_dataset
+    from affectlocus.tuning.loss import answer_loss_sum
+    model = make("llama")
+    batch = build_dataset(pairs, tok, 64).collate(list(range(4)))
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    full = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), batch["labels"][:, 1:].reshape(-1),
+                                             ignore_index=-100, reduction="sum")
+    assert torch.allclose(answer_loss_sum(model, batch), full, rtol=1e-5)

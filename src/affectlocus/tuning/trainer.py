@@ -115,9 +115,13 @@ def _schedule(steps: int, warmup: float) -> Callable[[int], float]:
     return factor
 
 
-def _accelerator(bf16: bool):
+def _accelerator():
+    """The process's Accelerator. Mixed precision is *not* set here: accelerate keeps it in a
+    process-wide state that refuses a second value, so a process that trained in fp32 could never
+    train in bf16; the trainer applies bf16 autocast around the forward itself (no grad scaler is
+    needed for bf16, so this is what accelerate would do)."""
     from accelerate import Accelerator
-    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="bf16" if bf16 else "no")
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no")
 
 
 def _all_ok(acc, ok: bool) -> bool:
@@ -173,7 +177,7 @@ def train(model: nn.Module | str, tokenizer=None, data: Sequence[tuple[str, str]
     dataset = data if isinstance(data, SFTDataset) else build_dataset(data, tokenizer, cfg.max_length, cfg.template)
     on_gpu = torch.cuda.is_available()
     bf16 = cfg.bf16 if cfg.bf16 is not None else on_gpu and torch.cuda.is_bf16_supported()
-    acc = _accelerator(bf16)
+    acc = _accelerator()
     world, rank = acc.num_processes, acc.process_index
     ident = _identity(cfg, model, dataset, world)
     out = Path(out)
@@ -249,6 +253,7 @@ def _run(prep: Prepared, data: SFTDataset, out: Path, cfg: TrainConfig, ident: d
     if prep.no_decay:
         groups.append({"params": [p for _, p in prep.params if id(p) in prep.no_decay], "weight_decay": 0.0})
     model = acc.prepare_model(net)
+    autocast = (lambda: torch.autocast(acc.device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg.steps, cfg.warmup))
     ckpt_path, log_path = out / "checkpoint.pt", out / "log.jsonl"
@@ -279,7 +284,7 @@ def _run(prep: Prepared, data: SFTDataset, out: Path, cfg: TrainConfig, ident: d
             tokens += int(batch["attention_mask"].sum())
             sync = acc.no_sync(model) if a < cfg.grad_accum - 1 else nullcontext()
             with sync:
-                loss_sum = answer_loss_sum(model, batch)
+                loss_sum = answer_loss_sum(model, batch, autocast)
                 acc.backward(loss_sum * (world / n_answer))
             local += loss_sum.detach().float()
         grad_norm = (float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
