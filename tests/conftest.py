@@ -33,3 +33,14 @@ def tiny():
         torch.manual_seed(seed)
         return tiny_model(arch, seed=seed, **overrides).eval()
     return make
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and oversubscribed CPUs make OpenMP threads crawl
+    (use with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 import affectlocus as al
 from affectlocus.bench.datasets import Example, Task
@@ -13,12 +12,7 @@ from affectlocus.tour import LABELS, PROMPTS, label_probs
 TEXTS = [t for t, _ in PROMPTS]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_label_probs_equal_the_evaluators_zero_shot_probs(tiny):

@@ -4,7 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 from affectlocus.bench.judges import LexiconJudge, LLMJudge, map_to_label, parse_emotion_list, tokens
 from affectlocus.bench.metrics import hit_rate
@@ -15,13 +14,7 @@ from affectlocus.models import tiny_model
 WHEELS = Path(__file__).resolve().parents[3] / "shared" / "mer-unibench" / "emotion_wheel"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and oversubscribed CPUs make OpenMP threads crawl."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,7 @@ TRAIN = [Example(t, lab, f"tr{i}") for i, (t, lab) in enumerate([
 TEXTS = ["what a mess", "great", "the movie was long and had actors in it", "boring", "joy!", "meh", "fine"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and oversubscribed CPUs make OpenMP threads crawl."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -26,13 +26,7 @@ STYLE = PromptStyle(shots_per_label=1)
 KW = dict(batch_size=4, style=STYLE, n_boot=200, progress=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and oversubscribed CPUs make OpenMP threads crawl."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def toy_task(name: str = "toy") -> Task:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from sklearn.metrics import f1_score
 
 from affectlocus.bench import runner
@@ -26,13 +25,7 @@ ANSWERS = {"I won the lottery!": "She is delighted.", "Get out of my house!": "H
            "Love it": "negative", "Hate it": "The sentiment is negative.", "Not bad": "not bad at all"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from threads, and oversubscribed CPUs make OpenMP threads crawl."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
