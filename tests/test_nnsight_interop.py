@@ -1,12 +1,10 @@
 """nnsight interop: our interventions stay active inside an nnsight trace of the same model."""
 from __future__ import annotations
 
-import pytest
+import nnsight
 import torch
 
 import affectlocus as al
-
-nnsight = pytest.importorskip("nnsight")
 
 
 def test_weight_and_activation_interventions_visible_in_trace(tiny):

@@ -8,7 +8,6 @@ Public names (stable; see README): ``load_model``, ``select``, ``open_source``, 
 the error hierarchy.
 """
 from . import diff  # the package is callable: al.diff(base, tuned)
-from .bench.runner import evaluate
 from .diff import DiffTable, compare_diffs
 from .errors import (AffectLocusError, ArchitectureError, CheckpointError, DataError, InterventionError,
                      ModelLoadError, NonFiniteError, ResumeError, ShapeMismatchError, SiteError, SourceError,
@@ -22,6 +21,14 @@ from .sources import Source, open_source
 from .tuning import TrainConfig, TrainResult, count_trainable, export_adapter, lora_config, sweep, train
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    """``evaluate`` loads the bench runner (datasets, judges, prompts) only when first used."""
+    if name == "evaluate":
+        from .bench.runner import evaluate
+        return evaluate
+    raise AttributeError(f"module 'affectlocus' has no attribute {name!r}")
 
 __all__ = [
     "AffectLocusError", "ArchitectureError", "CheckpointError", "DataError", "DiffTable", "Handle",

@@ -63,7 +63,7 @@ def pair():
 def trained_adapter(tmp_path_factory):
     """A LoRA adapter on all seven projections, trained a few AdamW steps by peft, saved; plus the
     base and peft's merged model saved as checkpoints."""
-    peft = pytest.importorskip("peft")
+    import peft
     root = tmp_path_factory.mktemp("lora")
     base = make_llama(0)
     base.save_pretrained(root / "base")

@@ -71,7 +71,7 @@ def test_phi3_fused_row_spans_partition_the_weight(tiny):
 
 
 def test_layers_found_through_peft_wrapper(tiny):
-    peft = pytest.importorskip("peft")
+    import peft
     model = tiny("llama")
     wrapped = peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["gate_proj"]))
     sites = al.select(wrapped, "gate", 1)

@@ -22,7 +22,7 @@ def _ids(model):
 @pytest.fixture
 def adapter(tiny, tmp_path):
     """A real peft LoRA adapter (random A and B) on q, v, gate, down of a tiny Llama."""
-    peft = pytest.importorskip("peft")
+    import peft
     base = tiny("llama", seed=0)
     cfg = peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "gate_proj", "down_proj"],
                           init_lora_weights=False)

@@ -1,12 +1,11 @@
 """Exported partial adapters load in peft and equal the full adapter on the kept modules."""
 from __future__ import annotations
 
+import peft
 import pytest
 import torch
 
 import affectlocus as al
-
-peft = pytest.importorskip("peft")
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Selections → peft LoRA configs that hit exactly the selected sites, in every architecture."""
 from __future__ import annotations
 
+import peft
 import pytest
 import torch
 
@@ -8,8 +9,6 @@ import affectlocus as al
 from affectlocus.tuning import lora_module_names, verify_targets
 
 from _util import ARCHS
-
-peft = pytest.importorskip("peft")
 
 
 @pytest.mark.parametrize("arch", [a for a in ARCHS if a != "phi3"])

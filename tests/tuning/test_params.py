@@ -15,7 +15,7 @@ def test_tiny_counts_by_hand(tiny):
     assert c.per_module == {m: 2 * n for m, n in per_layer.items()} and c.total == 2 * sum(per_layer.values())
     full = count_trainable(model, "gate", layers=[0], method="full")
     assert full.total == 128 * 64
-    peft = pytest.importorskip("peft")
+    import peft
     wrapped = peft.get_peft_model(tiny("llama"), al.lora_config("attn+gate", r=2, model=model))
     real = sum(p.numel() for p in wrapped.parameters() if p.requires_grad)
     assert count_trainable(model, al.lora_config("attn+gate", r=2, model=model)).total == real

@@ -1,6 +1,7 @@
 """Training only the selected sites: LoRA (GET = gate only) and full fine-tuning of selected weights."""
 from __future__ import annotations
 
+import peft
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -10,7 +11,6 @@ from affectlocus.tuning import TuningError, count_trainable, train
 
 from _util import ARCHS, state_snapshot
 
-peft = pytest.importorskip("peft")
 FAST = dict(r=2, steps=3, batch_size=4, lr=1e-2, dropout=0.0, progress=False)
 GATES = {f"model.layers.{i}.mlp.gate_proj.weight" for i in range(2)}
 

@@ -39,4 +39,14 @@ def chance_level(y: Sequence[int], k: int, metric: str) -> float:
     return float(max(classification_metrics(y, np.full_like(y, c), k)[metric][0] for c in range(k)))
 
 
-__all__ = ["chance_level", "classification_metrics"]
+def percentile_ci(samples: np.ndarray, level: float = 0.95) -> list[float] | None:
+    """Percentile interval of the finite bootstrap samples (None when there are none)."""
+    s = np.asarray(samples, dtype=float)
+    s = s[np.isfinite(s)]
+    if s.size == 0:
+        return None
+    lo, hi = np.percentile(s, [50 * (1 - level), 50 * (1 + level)])
+    return [float(lo), float(hi)]
+
+
+__all__ = ["chance_level", "classification_metrics", "percentile_ci"]

@@ -24,7 +24,7 @@ import torch
 
 from .._io import atomic_write_text
 from ..errors import DataError
-from .classification import chance_level, classification_metrics
+from .classification import chance_level, classification_metrics, percentile_ci
 from .datasets import Example, Task, load_task
 from .judges import Judge, LexiconJudge, map_to_label
 from .predict import LabelScorer, generate_answers
@@ -103,10 +103,8 @@ def bootstrap_rng(seed: int, task: str) -> np.random.Generator:
 
 
 def _ci(dist: np.ndarray | None) -> tuple[float, float] | None:
-    if dist is None or len(dist) == 0:
-        return None
-    lo, hi = np.percentile(dist, [2.5, 97.5])
-    return float(lo), float(hi)
+    ci = percentile_ci(dist) if dist is not None else None
+    return tuple(ci) if ci else None
 
 
 @dataclass
@@ -308,11 +306,17 @@ def _probs(record: dict) -> dict:
     return {"probs": (np.exp(z) / np.exp(z).sum()).tolist()}
 
 
+def model_env(model, tokenizer) -> dict[str, Any]:
+    """What identifies the model as it is now in a cache key: weights fingerprint, tokenizer, active
+    interventions."""
+    return {"model": model_fingerprint(model), "tokenizer": tokenizer_fingerprint(tokenizer),
+            "interventions": intervention_stack(model)}
+
+
 def task_key(model, tokenizer, task: Task, split: str, n: int, mode: str, seed: int,
              style: PromptStyle, max_new_tokens: int, tag: str = "", env: dict | None = None) -> dict[str, Any]:
     """The cache key of one (configuration, task) evaluation."""
-    env = env or {"model": model_fingerprint(model), "tokenizer": tokenizer_fingerprint(tokenizer),
-                  "interventions": intervention_stack(model)}
+    env = env or model_env(model, tokenizer)
     return {"version": RUNNER_VERSION, **env, "task": task.name, "task_fingerprint": task.fingerprint(),
             "split": split, "n": n, "mode": mode, "seed": seed, "tag": tag,
             "prompt": style.key() if mode == "label" else f"{style.key()}|max_new_tokens={max_new_tokens}"}
@@ -323,19 +327,19 @@ def evaluate(model, tokenizer, tasks: Sequence[str | Task], mode: str = "label",
              split: str = "test", style: PromptStyle | None = None, judge: Judge | None = None,
              max_new_tokens: int = 32, metric: str = "balanced_accuracy", n_boot: int = 1000,
              meld_dir: str | Path | None = None, reuse_prefix: bool = True, cache_tag: str = "",
-             progress: bool = True) -> Scores:
+             progress: bool = True, env: dict | None = None) -> Scores:
     """Score ``model`` (as it is now) on ``tasks`` (names for :func:`load_task`, or :class:`Task`).
 
     ``mode="label"`` scores every verbalised label (few-shot, prefix KV cache reused);
     ``mode="generate"`` answers greedily (``max_new_tokens``) and maps the answer with ``judge``
     (default :class:`LexiconJudge`). Names are loaded with ``seed`` and ``max_test=max_examples``
-    (label-stratified); given Tasks are cut to their first ``max_examples``.
+    (label-stratified); given Tasks are cut to their first ``max_examples``. ``env``: the caller's
+    :func:`model_env` of the model as it is now (computed here when not given).
     """
     style = style or PromptStyle()
     judge = judge or LexiconJudge()
     cache = ResultCache(cache_dir)
-    env = {"model": model_fingerprint(model), "tokenizer": tokenizer_fingerprint(tokenizer),
-           "interventions": intervention_stack(model)}
+    env = env or model_env(model, tokenizer)
     stats: dict[str, int] = {}
     scores, all_records = [], {}
     was_training = model.training
@@ -372,5 +376,5 @@ def evaluate(model, tokenizer, tasks: Sequence[str | Task], mode: str = "label",
 
 
 __all__ = ["MODES", "METRICS", "ResultCache", "Scores", "TaskScore", "classification_metrics", "evaluate",
-           "intervention_stack", "judge_records", "model_fingerprint", "predicted_label", "run_task",
+           "intervention_stack", "judge_records", "model_env", "model_fingerprint", "predicted_label", "run_task",
            "score_classification", "task_key", "chance_level"]

@@ -9,6 +9,7 @@ process under the same key.
 """
 from __future__ import annotations
 
+import json
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Sequence
@@ -16,8 +17,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..bench.prompts import PromptStyle, tokenizer_fingerprint
-from ..bench.runner import evaluate, intervention_stack, model_fingerprint
+from ..bench.prompts import PromptStyle
+from ..bench.runner import evaluate, model_env
 from . import stats
 
 
@@ -34,25 +35,25 @@ class StudyEvaluator:
         #: bf16 autocast while scoring (None → on a GPU); part of the cache key
         self.bf16 = device.type == "cuda" if bf16 is None else bool(bf16)
         self._autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if self.bf16 else nullcontext
-        self._memo: dict[tuple, dict] = {}
-        self._tok = tokenizer_fingerprint(tokenizer)
+        self._memo: dict[str, dict] = {}
         self.evaluations = 0  # rows built (not served from the in-process memo)
         self.examples_computed = 0  # examples the model ran on (not served from the disk cache)
 
     def score(self, name: str) -> dict:
         """A score row of the current model, labelled ``name`` (the label is not part of any key)."""
-        key = (model_fingerprint(self.model), tuple(intervention_stack(self.model)))
+        env = model_env(self.model, self.tokenizer)  # the weights are fingerprinted once per call
+        key = json.dumps(env, sort_keys=True)
         if key not in self._memo:
             with self._autocast():
                 scores = evaluate(self.model, self.tokenizer, self.tasks, seed=0, cache_dir=self.cache_dir,
                                   batch_size=self.batch_size, style=self.style, metric=self.metric, n_boot=0,
-                                  progress=False, cache_tag="bf16-autocast" if self.bf16 else "")
-            self._memo[key] = to_row(scores, self.tasks, self.metric)
+                                  progress=False, cache_tag="bf16-autocast" if self.bf16 else "", env=env)
+            row = to_row(scores, self.tasks, self.metric)
+            row["ci"] = stats.example_ci(row, self.bootstrap) if self.bootstrap else None
+            self._memo[key] = row
             self.evaluations += 1
             self.examples_computed += int(scores.meta.get("stats", {}).get("computed", 0))
-        row = {**self._memo[key], "name": name}
-        row["ci"] = stats.example_ci(row, self.bootstrap) if self.bootstrap else None
-        return row
+        return {**self._memo[key], "name": name}
 
 
 def to_row(scores, tasks: Sequence, metric: str) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+from ..interventions import graft
 from . import stats
 
 LOSS_RATIO = 0.8
@@ -50,7 +51,6 @@ def health_table(study) -> dict:
         [(m, s) for m in single_sets(study) for s in study.aux_seeds]
     tuned: dict[str, list] = {}
     for mods, seed in study.bar(runs + [("control", s) for s in study.aux_seeds], "health"):
-        from ..interventions import graft
         adapter = control(study, seed) if mods == "control" else affect(study, mods, seed)
         row = study.score(f"{mods}-LoRA s{seed}", graft(adapter))
         tuned.setdefault(mods, []).append(entry(row, base, study.info(adapter)["losses"], seed,

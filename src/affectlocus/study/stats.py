@@ -21,7 +21,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..bench.classification import classification_metrics
+from ..bench.classification import classification_metrics, percentile_ci as interval
 
 Row = Mapping[str, object]
 #: Bootstrap draws of the study's CIs (seeded; see :class:`Bootstrap`).
@@ -111,15 +111,6 @@ class Bootstrap:
 def point(row: Row) -> float:
     """Mean over seeds of the task-mean score."""
     return float(np.mean([float(s["mean"]) for s in per_seed(row)]))
-
-
-def interval(samples: np.ndarray, level: float = 0.95) -> list[float] | None:
-    """Percentile interval of finite bootstrap samples (None when there are none)."""
-    s = samples[np.isfinite(samples)]
-    if s.size == 0:
-        return None
-    lo, hi = np.percentile(s, [50 * (1 - level), 50 * (1 + level)])
-    return [float(lo), float(hi)]
 
 
 def p_greater(diff: np.ndarray) -> float:
