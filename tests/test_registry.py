@@ -60,20 +60,22 @@ def _intervention(draw, donor):
 @given(arch=st.sampled_from(["llama", "phi3"]), data=st.data(), depth=st.integers(1, 3),
        raise_at=st.integers(0, 4), use_handles=st.booleans())
 def test_random_stacks_restore_bit_exactly(models, arch, data, depth, raise_at, use_handles):
+    """Stacks mixing rebinds and in-place swaps (host copy / temp file), exceptions mid-context."""
     base, donor, snapshot = models[arch]
     ids = torch.tensor([[1, 2, 3, 4]])
 
     def level(i):
         items = [_intervention(data.draw, donor) for _ in range(data.draw(st.integers(1, 3)))]
+        inplace = data.draw(st.sampled_from([False, True, "host"]))
         if use_handles:
-            handle = al.attach(base, *items)
+            handle = al.attach(base, *items, inplace=inplace)
             try:
                 body(i)
             finally:
                 handle.detach()
                 handle.detach()  # safe to call twice
         else:
-            with al.intervene(base, *items):
+            with al.intervene(base, *items, inplace=inplace):
                 body(i)
 
     def body(i):
@@ -124,4 +126,32 @@ def test_offloaded_modules_are_refused(tiny):
     proj._parameters["weight"] = torch.nn.Parameter(torch.empty_like(proj.weight, device="meta"))
     with pytest.raises(al.InterventionError, match="offloaded"):
         al.attach(base, al.zero(modules="gate", layers=0))
+    al.assert_clean(base)
+
+
+@pytest.mark.parametrize("inplace", [True, "host", "disk"])
+def test_inplace_swaps_match_rebinds_and_keep_the_parameters(tiny, inplace):
+    base, donor = tiny("phi3"), tiny("phi3", seed=1)
+    snap = state_snapshot(base)
+    params = {k: v for k, v in base.named_parameters()}
+    ids = torch.tensor([[1, 2, 3, 4]])
+    stack = (al.graft(donor, modules="all"), al.noise(relative=0.1, modules="gate", layers=0),
+             al.interpolate(donor, 0.3, modules="q"))
+    with al.intervene(base, *stack):
+        expected = base(ids).logits
+    with al.intervene(base, *stack, inplace=inplace) as handle:
+        assert torch.equal(base(ids).logits, expected)
+        assert dict(base.named_parameters()) == params  # same objects: storage reused, not rebound
+        assert any("in-place swap" in x for x in al.registry.our_leftovers(base))
+        reverted = al.sources.OriginalSource(base).weight(al.select(base, "gate", 0)[0])
+        assert torch.equal(reverted, snap["model.layers.0.mlp.gate_up_proj.weight"][:128])
+        assert "inplace" in repr(handle)
+    assert_bit_identical(base, snap)
+    al.assert_clean(base)
+
+
+def test_inplace_policy_errors(tiny):
+    base = tiny("llama")
+    with pytest.raises(al.InterventionError, match="inplace must be one of"):
+        al.attach(base, al.zero(modules="gate"), inplace="gpu")
     al.assert_clean(base)

@@ -12,14 +12,16 @@ from ..sites.selection import LayerSpec, ModuleSpec
 from .base import OutputIntervention
 
 
-def _channel_index(channels, width: int, site: Site):
+def _channel_index(channels, output: torch.Tensor, site: Site):
+    """The selected channels as an index on ``output``'s device (a slice for all of them)."""
+    width = output.shape[-1]
     if channels is None:
         return slice(None)
     idx = list(channels.get(site.layer, [])) if isinstance(channels, Mapping) else list(channels)
     bad = [c for c in idx if not -width <= int(c) < width]
     if bad:
         raise InterventionError(f"channels {bad[:5]} out of range for {site.name} ({width} channels)")
-    return torch.tensor(idx, dtype=torch.long)
+    return torch.tensor(idx, dtype=torch.long, device=output.device)
 
 
 class Record(OutputIntervention):
@@ -59,7 +61,7 @@ class ZeroOutput(OutputIntervention):
         self.channels = channels
 
     def transform(self, site, output):
-        idx = _channel_index(self.channels, output.shape[-1], site)
+        idx = _channel_index(self.channels, output, site)
         output = output.clone()
         output[..., idx] = 0
         return output
@@ -74,7 +76,7 @@ class ScaleOutput(ZeroOutput):
         self.factor = float(factor)
 
     def transform(self, site, output):
-        idx = _channel_index(self.channels, output.shape[-1], site)
+        idx = _channel_index(self.channels, output, site)
         output = output.clone()
         output[..., idx] = output[..., idx] * self.factor
         return output

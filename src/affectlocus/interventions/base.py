@@ -61,7 +61,7 @@ class WeightIntervention(Intervention):
                 for site in group:
                     a, b = site.rows or (0, current.shape[0])
                     new[a:b] = self.new_weight(site, current[a:b], model).to(new.dtype)
-            handle.rebind(module, "weight", new.to(device=current.device, dtype=current.dtype), path)
+            handle.replace(module, "weight", new.to(device=current.device, dtype=current.dtype), path)
 
 
 class OutputIntervention(Intervention):

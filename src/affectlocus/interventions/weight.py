@@ -1,6 +1,7 @@
 """Weight-space interventions: graft, interpolate, zero, scale, noise, neuron masks."""
 from __future__ import annotations
 
+import math
 import zlib
 from typing import Mapping, Sequence
 
@@ -25,7 +26,8 @@ class Graft(WeightIntervention):
         self.source.check_covers(sites)
 
     def donor(self, site: Site, current: torch.Tensor) -> torch.Tensor:
-        return self.source.weight(site, current).to(device=current.device, dtype=current.dtype)
+        """The donor at ``site`` on ``current``'s device and in its dtype (cast once)."""
+        return self.source.donor(site, current)
 
     def new_weight(self, site, current, model):
         return self.donor(site, current)
@@ -46,13 +48,7 @@ class Interpolate(Graft):
     def new_weight(self, site, current, model):
         if self.alpha == 0.0:
             return current
-        if self.alpha == 1.0:
-            return self.donor(site, current)
-        if self.source.is_delta:
-            delta = self.source.delta(site, current).to(current.device)
-        else:
-            delta = self.donor(site, current).float() - current.float()
-        return (current.float() + self.alpha * delta).to(current.dtype)
+        return self.source.donor(site, current, self.alpha)
 
     def _extra(self) -> str:
         return f", alpha={self.alpha:g}, source={self.source.description}"
@@ -84,6 +80,25 @@ def site_generator(seed: int, site: Site) -> torch.Generator:
     return torch.Generator().manual_seed((int(seed) * 1_000_003 + zlib.crc32(site.name.encode())) % 2**63)
 
 
+_BLOCK = 1 << 20  # elements drawn per block from a site's generator
+
+
+def seeded_blocks(seed: int, site: Site, shape: Sequence[int], draw=torch.randn):
+    """``(r0, r1, values)`` row blocks of ``draw`` (``torch.randn``/``torch.rand``) from the site's
+    CPU generator, ≤ 2**20 values each, on the host.
+
+    Every device gets the same numbers (torch's CPU and CUDA generators differ, so values are
+    always drawn on the CPU and copied); memory stays bounded for 7B-sized weights. A weight of
+    ≤ 2**20 entries is one block, i.e. exactly ``draw(shape, generator=…)``.
+    """
+    gen = site_generator(seed, site)
+    rows, cols = int(shape[0]), int(math.prod(shape[1:]))
+    step = max(1, _BLOCK // max(1, cols))
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        yield r0, r1, draw((r1 - r0, *shape[1:]), generator=gen)
+
+
 class Noise(WeightIntervention):
     """Add seeded Gaussian noise. Give exactly one of:
 
@@ -92,6 +107,9 @@ class Noise(WeightIntervention):
     - ``match``: a source; noise norm = ‖W_match − W‖_F and the result is W_match + noise — i.e.
       the update between the model and ``match`` is replaced by a random direction of equal norm
       (apply to a tuned model with ``match=base`` for the "norm-matched noise" ablation).
+
+    Noise is drawn on the host (:func:`seeded_blocks`), so a seed gives the same noise on every
+    device; norms stay on the weight's device (no sync).
     """
 
     def __init__(self, std: float | None = None, *, relative: float | None = None, match=None,
@@ -107,19 +125,24 @@ class Noise(WeightIntervention):
             self.match.check_covers(sites)
 
     def new_weight(self, site, current, model):
-        eps = torch.randn(current.shape, generator=site_generator(self.seed, site))
-        start = current.float().cpu()
+        blocks = list(seeded_blocks(self.seed, site, current.shape))
+        start = current
         if self.std is not None:
-            eps = eps * float(self.std)
+            factor = torch.tensor(float(self.std))
         else:
             if self.relative is not None:
-                target = float(self.relative) * start.norm()
+                target = float(self.relative) * current.float().norm()
             else:
-                donor = self.match.weight(site, current).float().cpu()
-                target = (start - donor).norm()
-                start = donor
-            eps = eps * (target / eps.norm().clamp_min(1e-30))
-        return (start + eps).to(device=current.device, dtype=current.dtype)
+                start = self.match.donor(site, current)
+                target = (current.float() - start.float()).norm()
+            norms = [b.norm() for _, _, b in blocks]
+            eps_norm = norms[0] if len(norms) == 1 else torch.stack(norms).norm()
+            factor = target / eps_norm.to(current.device).clamp_min(1e-30)
+        factor = factor.to(current.device)
+        out = torch.empty_like(current, memory_format=torch.contiguous_format)
+        for r0, r1, eps in blocks:
+            out[r0:r1] = start[r0:r1].float() + eps.to(current.device) * factor
+        return out
 
     def _extra(self) -> str:
         how = (f"std={self.std:g}" if self.std is not None else f"relative={self.relative:g}"
@@ -156,13 +179,11 @@ class NeuronMask(WeightIntervention):
         return [int(c) for c in chosen]
 
     def new_weight(self, site, current, model):
-        idx = self.channels(site)
+        dim = 1 if site.module == "down" else 0
+        chosen = sorted({c % current.shape[dim] for c in self.channels(site)})
+        idx = torch.tensor(chosen, dtype=torch.long, device=current.device)
         new = current.clone()
-        if site.module == "down":
-            new[:, idx] = new[:, idx] * self.factor
-        else:
-            new[idx] = new[idx] * self.factor
-        return new
+        return new.index_copy_(dim, idx, new.index_select(dim, idx) * self.factor)
 
     def _extra(self) -> str:
         n = sum(len(v) for v in self.neurons.values()) if isinstance(self.neurons, Mapping) \
@@ -185,8 +206,12 @@ class RandomRevert(Graft):
         self.fraction, self.seed = float(fraction), int(seed)
 
     def new_weight(self, site, current, model):
-        mask = torch.rand(current.shape, generator=site_generator(self.seed, site)) < self.fraction
-        return torch.where(mask.to(current.device), self.donor(site, current), current)
+        donor = self.donor(site, current)
+        out = torch.empty_like(current, memory_format=torch.contiguous_format)
+        for r0, r1, u in seeded_blocks(self.seed, site, current.shape, torch.rand):
+            mask = (u < self.fraction).to(current.device)
+            out[r0:r1] = torch.where(mask, donor[r0:r1], current[r0:r1])
+        return out
 
     def _extra(self) -> str:
         return f", fraction={self.fraction:g}, seed={self.seed}, source={self.source.description}"

@@ -11,9 +11,16 @@ from ..errors import NonFiniteError, ShapeMismatchError, SourceError, _preview
 from ..sites import Site
 
 
+_BLOCK = 1 << 24  # elements per row block of a donor computed on the site's device
+
+
 @dataclass(frozen=True)
 class LoraFactors:
-    """ΔW = scale · B @ A for one site (B already row-sliced for fused sites). fp32 on CPU."""
+    """ΔW = scale · B @ A for one site (B already row-sliced for fused sites).
+
+    Factors are fp32, contiguous and on the host; they were validated (finite, ranks) when the
+    adapter was opened, so nothing here reads a value back from the device.
+    """
 
     A: torch.Tensor  # (r, in_features)
     B: torch.Tensor  # (out_features, r)
@@ -24,9 +31,40 @@ class LoraFactors:
     def rank(self) -> int:
         return int(self.A.shape[0])
 
-    def dense(self) -> torch.Tensor:
-        delta = self.scale * (self.B @ self.A)
-        return delta.T if self.transpose else delta
+    @property
+    def shape(self) -> tuple[int, int]:
+        """Shape of ΔW (out, in) as it applies to the site."""
+        out_in = (int(self.B.shape[0]), int(self.A.shape[1]))
+        return out_in[::-1] if self.transpose else out_in
+
+    def _operands(self, device: torch.device | str | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(m1, m2) with ΔW = scale · m1 @ m2, on ``device`` in fp32."""
+        A, B = self.A.to(device=device, dtype=torch.float32), self.B.to(device=device, dtype=torch.float32)
+        return (A.T, B.T) if self.transpose else (B, A)
+
+    def dense(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """ΔW in fp32 on ``device`` (default: where the factors are)."""
+        m1, m2 = self._operands(device)
+        return torch.mm(m1, m2).mul_(self.scale)
+
+    def donor(self, weight: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+        """The one reference for an adapter donor: ``(W.float() + α·s·B@A).to(W.dtype)``.
+
+        Computed on ``weight``'s device with one fused ``addmm`` per bounded row block (fp32 work
+        memory of at most ~64 MB above the result) and cast once; ``weight`` is never modified.
+        """
+        m1, m2 = self._operands(weight.device)
+        coef = float(alpha) * self.scale
+        rows = weight.shape[0]
+        step = max(1, _BLOCK // max(1, weight.shape[1]))
+        if weight.dtype == torch.float32 and step >= rows:
+            return torch.addmm(weight, m1, m2, alpha=coef)
+        out = torch.empty_like(weight, memory_format=torch.contiguous_format)
+        for r0 in range(0, rows, step):
+            r1 = min(rows, r0 + step)
+            block = torch.addmm(weight[r0:r1].float(), m1[r0:r1], m2, alpha=coef)
+            out[r0:r1].copy_(block)
+        return out
 
 
 class Source(ABC):
@@ -52,23 +90,44 @@ class Source(ABC):
         """The donor weight (or ΔW for delta sources) at ``site``, unvalidated."""
 
     def weight(self, site: Site, base: torch.Tensor | None = None) -> torch.Tensor:
-        """The donor weight at ``site``; delta sources need the ``base`` weight it applies to."""
+        """The donor weight at ``site`` (as stored; delta sources need the ``base`` it applies to)."""
         if self.is_delta:
             if base is None:
                 raise SourceError(f"{self.description} holds updates (ΔW), not weights: "
                                   f"pass the base weight for {site.name}")
-            if not self.covers(site):
-                return base
-            return base + self.delta(site, base).to(base.dtype)
+            return self.donor(site, base)
         return self._validated(site, self._read(site, base))
 
-    def delta(self, site: Site, base: torch.Tensor) -> torch.Tensor:
-        """ΔW = donor − base at ``site`` (exact for adapters; a subtraction for weight sources)."""
+    def donor(self, site: Site, current: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+        """``current + α·(donor − current)`` at ``site``, on ``current``'s device and in its dtype.
+
+        α = 1 is the graft, exact: a weight source's tensor cast once; an adapter's
+        ``(W.float() + s·B@A).to(W.dtype)`` (:meth:`LoraFactors.donor`). Other α blend in fp32.
+        """
         if self.is_delta:
             if not self.covers(site):
-                return torch.zeros(site.shape, dtype=torch.float32)
-            return self._validated(site, self._read(site, base))
-        return self.weight(site).float() - base.float().to(self.weight(site).device)
+                return current
+            factors = self.factors(site)
+            if factors is not None:
+                self._check_shape(site, factors.shape)
+                return factors.donor(current, alpha)
+            delta = self.delta(site, current)
+            return torch.add(current.float(), delta, alpha=float(alpha)).to(current.dtype)
+        weight = self.weight(site)
+        if alpha == 1.0:
+            return weight.to(device=current.device, dtype=current.dtype)
+        start = current.float()  # never modified in place: it may be the model's own tensor
+        return torch.add(start, weight.to(current.device, torch.float32) - start,
+                         alpha=float(alpha)).to(current.dtype)
+
+    def delta(self, site: Site, base: torch.Tensor) -> torch.Tensor:
+        """ΔW = donor − base at ``site`` in fp32 on ``base``'s device (exact for adapters)."""
+        if self.is_delta:
+            if not self.covers(site):
+                return torch.zeros(site.shape, dtype=torch.float32, device=base.device)
+            # delta sources validate their values as they open (LoRA factors); shapes are checked here
+            return self._validated(site, self._read(site, base), values=False).to(base.device)
+        return self.weight(site).to(base.device, torch.float32) - base.float()
 
     def factors(self, site: Site) -> LoraFactors | None:
         """LoRA factors at ``site`` (``None`` for weight sources and uncovered sites)."""
@@ -94,19 +153,38 @@ class Source(ABC):
     def close(self) -> None:
         """Release open files (safe to call twice)."""
 
-    def _validated(self, site: Site, tensor: torch.Tensor, origin: str | None = None) -> torch.Tensor:
-        where = origin or self.description
-        if tuple(tensor.shape) != tuple(site.shape):
+    def _check_shape(self, site: Site, shape: tuple[int, ...], where: str | None = None) -> None:
+        if tuple(shape) != tuple(site.shape):
             hint = (" — was it made for another base model (hidden/intermediate size differs)?"
-                    if tensor.dim() == 2 else "")
-            raise ShapeMismatchError(f"{where}: tensor for {site.name} ({site.path}) has shape "
-                                     f"{tuple(tensor.shape)}, the model's site is {site.shape}{hint}")
-        # One fp32-accumulated pass (no temporary mask); the exact check runs only if the sum is off.
-        if tensor.is_floating_point() and not bool(torch.sum(tensor, dtype=torch.float32).isfinite()) \
-                and not bool(torch.isfinite(tensor).all()):
-            bad = int((~torch.isfinite(tensor)).sum())
-            raise NonFiniteError(f"{where}: tensor for {site.name} holds {bad} NaN/Inf values")
+                    if len(shape) == 2 else "")
+            raise ShapeMismatchError(f"{where or self.description}: tensor for {site.name} ({site.path}) "
+                                     f"has shape {tuple(shape)}, the model's site is {site.shape}{hint}")
+
+    def _validated(self, site: Site, tensor: torch.Tensor, origin: str | None = None,
+                   values: bool = True) -> torch.Tensor:
+        where = origin or self.description
+        self._check_shape(site, tuple(tensor.shape), where)
+        if values and _host_values(tensor):
+            _check_finite(tensor, f"{where}: tensor for {site.name}")
         return tensor
+
+
+def _host_values(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor``'s values can be read without a device sync (a real host tensor).
+
+    Donors are validated where they are read — on the host, as files and adapters are opened —
+    so the on-device path has no data-dependent branch (no GPU sync per site; fake tensors pass).
+    """
+    from torch._subclasses.fake_tensor import FakeTensor
+    return tensor.device.type == "cpu" and not isinstance(tensor, FakeTensor) and not tensor.is_meta
+
+
+def _check_finite(tensor: torch.Tensor, what: str) -> None:
+    """Raise :class:`NonFiniteError` if a floating host tensor holds NaN/Inf (one fp32 pass)."""
+    if tensor.is_floating_point() and not bool(torch.sum(tensor, dtype=torch.float32).isfinite()) \
+            and not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise NonFiniteError(f"{what} holds {bad} NaN/Inf values")
 
 
 class KeyIndex:

@@ -16,7 +16,7 @@ import torch
 
 from ..errors import SourceError, UnsafeFileError, _preview
 from ..sites import Site
-from .base import KeyIndex, LoraFactors, Source
+from .base import KeyIndex, LoraFactors, Source, _check_finite
 
 _FACTOR = re.compile(r"^(?P<module>.+)\.lora_(?P<which>[AB])(?:\.(?P<adapter>[^.]+))?\.weight$")
 _UNSUPPORTED = ("lora_magnitude_vector", "lora_embedding_A", "lora_bias")
@@ -62,11 +62,12 @@ class LoraSource(Source):
         if not pairs:
             raise SourceError(f"{origin} holds no LoRA factors (keys like '*.lora_A.weight'); "
                               f"found {_preview(state)}")
-        self._pairs = pairs
+        self._pairs = {m: _checked_pair(m, p["A"], p["B"], origin) for m, p in pairs.items()}
         self.alpha, self.rank, self.rslora = alpha, rank, rslora
         self.fan_in_fan_out = fan_in_fan_out
         self.rank_pattern = dict(rank_pattern or {})
         self.alpha_pattern = dict(alpha_pattern or {})
+        self._scales = {m: self._scale(m) for m in self._pairs}
         self.index = KeyIndex((f"{m}.weight" for m in pairs), origin)
 
     @property
@@ -83,20 +84,23 @@ class LoraSource(Source):
     def covers(self, site: Site) -> bool:
         return self._module_key(site) is not None
 
-    def scale_of(self, module_key: str) -> float:
-        r = int(self._pairs[module_key]["A"].shape[0])
+    def _scale(self, module_key: str) -> float:
+        r = int(self._pairs[module_key][0].shape[0])
         alpha = _pattern_value(self.alpha_pattern, module_key, self.alpha if self.alpha is not None else r)
-        return float(alpha) / (math.sqrt(r) if self.rslora else r)
+        scale = float(alpha) / (math.sqrt(r) if self.rslora else r)
+        if not math.isfinite(scale):
+            raise SourceError(f"{self.origin}: {module_key} has a non-finite LoRA scale ({alpha}/{r})")
+        return scale
+
+    def scale_of(self, module_key: str) -> float:
+        """s = α / r (α / √r for rsLoRA) for one module, patterns applied."""
+        return self._scales[module_key]
 
     def factors(self, site: Site) -> LoraFactors | None:
         key = self._module_key(site)
         if key is None:
             return None
-        A = self._pairs[key]["A"].float()
-        B = self._pairs[key]["B"].float()
-        if A.shape[0] != B.shape[1]:
-            raise SourceError(f"{self.origin}: {key} has lora_A {tuple(A.shape)} and lora_B "
-                              f"{tuple(B.shape)}, whose ranks differ")
+        A, B = self._pairs[key]
         # peft resets fan_in_fan_out for nn.Linear; transpose only where the stored orientation is (in, out)
         out_in = (int(B.shape[0]), int(A.shape[1]))
         transpose = (self.fan_in_fan_out and site.rows is None and out_in != site.shape
@@ -109,7 +113,19 @@ class LoraSource(Source):
         factors = self.factors(site)
         if factors is None:
             raise SourceError(f"{self.origin} has no factors for {site.name}")
-        return factors.dense()
+        return factors.dense(None if base is None else base.device)
+
+
+def _checked_pair(module: str, A: torch.Tensor, B: torch.Tensor,
+                  origin: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Factors as fp32 contiguous host tensors, checked once (ranks, finite) as the adapter opens."""
+    if A.dim() != 2 or B.dim() != 2 or A.shape[0] != B.shape[1]:
+        raise SourceError(f"{origin}: {module} has lora_A {tuple(A.shape)} and lora_B "
+                          f"{tuple(B.shape)}, whose ranks differ")
+    A, B = (t.detach().to("cpu", torch.float32).contiguous() for t in (A, B))
+    for name, t in (("lora_A", A), ("lora_B", B)):
+        _check_finite(t, f"{origin}: {module}.{name}")
+    return A, B
 
 
 def _load_torch(path: Path):

@@ -85,6 +85,5 @@ class OriginalSource(Source):
         return True
 
     def _read(self, site: Site, base: torch.Tensor | None) -> torch.Tensor:
-        from ..registry import original_parameter
-        module = self.model.get_submodule(site.path)
-        return slice_rows(site, original_parameter(module, "weight").detach())
+        from ..registry import original_weight
+        return slice_rows(site, original_weight(self.model.get_submodule(site.path), "weight"))
