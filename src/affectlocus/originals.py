@@ -4,9 +4,10 @@ An in-place swap copies the donor into the parameter's own storage, so the devic
 of each weight (a 7B bf16 ``graft(all)`` needs no extra ≈ 13 GB); the original leaves the device:
 
 - ``"host"``: a host-RAM copy (the policy for parameters on an accelerator);
-- ``"disk"``: an unlinked temporary file (``tempfile.TemporaryFile``, honours ``TMPDIR``) written
-  straight from the parameter's storage and read back into it — the policy for CPU parameters,
-  whose RAM is the device; the file vanishes when it is closed or the process ends.
+- ``"disk"``: one unlinked temporary file per handle (``tempfile.TemporaryFile``, honours
+  ``TMPDIR``) written straight from the parameters' storage and read back into it — the policy for
+  CPU parameters, whose RAM is the device; the file vanishes when the handle detaches or the
+  process ends. (Pages a writer leaves in the OS page cache are not the process's memory.)
 
 Restoring copies the saved bytes back, so the result is bit-exact.
 """
@@ -47,32 +48,58 @@ def _bytes(tensor: torch.Tensor):
     return memoryview(tensor.view(-1).view(torch.uint8).numpy())
 
 
+class SwapFile:
+    """One unlinked temporary file per handle; originals are appended and read back by offset."""
+
+    def __init__(self):
+        self._fh = tempfile.TemporaryFile(prefix="affectlocus-originals-")
+        self._end = 0
+
+    def write(self, tensor: torch.Tensor) -> int:
+        """Append ``tensor``'s bytes (written straight from its storage); return their offset."""
+        view = _bytes(tensor.detach().contiguous())
+        offset = self._end
+        self._fh.seek(offset)
+        self._fh.write(view)
+        self._end += len(view)
+        return offset
+
+    def read_into(self, offset: int, out: torch.Tensor) -> None:
+        """Fill the contiguous CPU tensor ``out`` from ``offset``."""
+        self._fh.seek(offset)
+        view, done = _bytes(out), 0
+        while done < len(view):
+            n = self._fh.readinto(view[done:])
+            if not n:
+                raise InterventionError(f"in-place swap file ended after {done} of {len(view)} bytes")
+            done += n
+
+    def close(self) -> None:
+        """Delete the file (safe to call twice)."""
+        self._fh.close()
+
+
 class SavedOriginal:
     """The values a parameter held before an in-place swap; :meth:`restore` copies them back."""
 
-    def __init__(self, tensor: torch.Tensor, policy: str):
+    def __init__(self, tensor: torch.Tensor, policy: str, file: SwapFile | None = None):
         self.policy = policy
         self.shape, self.dtype = tensor.shape, tensor.dtype
         self._host: torch.Tensor | None = None
-        self._file = None
+        self._file, self._offset = file, 0
         if policy == "host":
             self._host = tensor.detach().to("cpu", copy=True)
         else:
-            source = tensor.detach().contiguous()
-            self._file = tempfile.TemporaryFile(prefix="affectlocus-original-")
-            try:
-                self._file.write(_bytes(source))
-                self._file.flush()
-            except BaseException:
-                self.close()
-                raise
+            if file is None:
+                raise InterventionError("inplace='disk' needs a swap file")
+            self._offset = file.write(tensor)
 
     def load(self) -> torch.Tensor:
         """A fresh host tensor holding the original values."""
         if self._host is not None:
             return self._host.clone()
         out = torch.empty(self.shape, dtype=self.dtype)
-        self._read_into(out)
+        self._file.read_into(self._offset, out)
         return out
 
     def restore(self, param: torch.Tensor) -> None:
@@ -81,23 +108,10 @@ class SavedOriginal:
             if self._host is not None:
                 param.copy_(self._host)
             elif param.is_contiguous() and param.device.type == "cpu":
-                self._read_into(param.detach())
+                self._file.read_into(self._offset, param.detach())
             else:
                 param.copy_(self.load())
 
-    def _read_into(self, out: torch.Tensor) -> None:
-        self._file.seek(0)
-        view = _bytes(out)
-        done = 0
-        while done < len(view):
-            n = self._file.readinto(view[done:])
-            if not n:
-                raise InterventionError(f"in-place swap file ended after {done} of {len(view)} bytes")
-            done += n
-
     def close(self) -> None:
-        """Release the host copy or the file (safe to call twice)."""
+        """Drop the host copy (the swap file belongs to the handle)."""
         self._host = None
-        if self._file is not None:
-            self._file.close()
-            self._file = None

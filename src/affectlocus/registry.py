@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 
 from .errors import InterventionError, _preview
-from .originals import InplacePolicy, SavedOriginal, resolve_policy
+from .originals import InplacePolicy, SavedOriginal, SwapFile, resolve_policy
 
 _OWNER = "_affectlocus_owner"        # set on our hook functions and installed parameters
 _PREVIOUS = "_affectlocus_previous"  # installed parameter → the parameter it replaced
@@ -95,6 +95,7 @@ class Handle:
     id: int = field(default_factory=lambda: next(_IDS))
     _rebinds: list[_Rebind] = field(default_factory=list)
     _swaps: list[_Swap] = field(default_factory=list)
+    _swap_file: SwapFile | None = None
     _hooks: list = field(default_factory=list)
     attached: bool = False
 
@@ -114,7 +115,9 @@ class Handle:
 
     def _swap(self, module, name, param, new, path, policy) -> None:
         if not any(s.param is param for s in self._swaps):  # the first swap here keeps the original
-            swap = _Swap(module, name, param, SavedOriginal(param, policy), path)
+            if policy == "disk" and self._swap_file is None:
+                self._swap_file = SwapFile()
+            swap = _Swap(module, name, param, SavedOriginal(param, policy, self._swap_file), path)
             self._swaps.append(swap)
             if not hasattr(param, _SAVED):
                 setattr(param, _SAVED, [])
@@ -141,7 +144,8 @@ class Handle:
     # -- lifecycle -----------------------------------------------------------------------------
     def detach(self) -> None:
         """Undo everything this handle did, newest first. Safe to call twice."""
-        if not self.attached and not self._rebinds and not self._swaps and not self._hooks:
+        if not self.attached and not self._rebinds and not self._swaps and not self._hooks \
+                and self._swap_file is None:
             return
         stack = _STACKS.get(self.model, [])
         above = stack[stack.index(self) + 1:] if self in stack else []
@@ -179,6 +183,9 @@ class Handle:
                         delattr(s.param, _SAVED)
                     s.saved.close()
                 self._swaps.clear()
+                if self._swap_file is not None:
+                    self._swap_file.close()
+                    self._swap_file = None
             self.attached = False
             if self in stack:
                 stack.remove(self)

@@ -17,6 +17,7 @@ from typing import Sequence
 
 from .._io import atomic_write_text
 from ..errors import AffectLocusError, DataError
+from ..models.cli_args import add_device_args, device_kwargs
 from .outputs import normalise_dataset
 from .prompts import PromptStyle
 from .runner import METRICS, MODES, Scores, _safe, evaluate
@@ -27,7 +28,6 @@ DEFAULT_TASKS = "rt-polarity,tweets-sentiment"
 
 def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--model", help="smollm2-135m, an HF folder, a .safetensors or a .gguf file")
-    p.add_argument("--dtype", default=None, help="float32, bfloat16, … (default: the checkpoint's)")
     p.add_argument("--adapter", action="append", default=[],
                    help="peft adapter folder or .pth adapter, grafted wherever it has weights (repeatable)")
     p.add_argument("--graft", action="append", default=[], metavar="SRC:MODULES[:LAYERS]",
@@ -51,6 +51,7 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--cache", default=None, help="results cache folder (default OUT/cache)")
     p.add_argument("--out", default=None, help="output folder (required to run)")
     p.add_argument("--no-progress", action="store_true")
+    add_device_args(p)
     p.set_defaults(func=run_bench, _bench_parser=p)
     return p
 
@@ -150,12 +151,14 @@ def run_bench(args: argparse.Namespace) -> int:
     out = Path(args.out)
     cache = Path(args.cache) if args.cache else out / "cache"
     build_interventions([], args.graft, args.zero)  # fail on a malformed spec before loading anything
-    model, tok = load_model(args.model, dtype=args.dtype)
+    placement = device_kwargs(args)  # a bad --device / --dtype / --device-map fails before loading too
+    model, tok = load_model(args.model, **placement)
     interventions = build_interventions(args.adapter, args.graft, args.zero, model)
     judge = None
     if args.mode == "generate":
         if args.judge_model:
-            jm, jt = (model, tok) if args.judge_model == args.model else load_model(args.judge_model)
+            jm, jt = ((model, tok) if args.judge_model == args.model
+                      else load_model(args.judge_model, **placement))
             judge = LLMJudge(jm, jt, seed=args.seed, name=args.judge_model)
         elif args.wheels:
             judge = LexiconJudge(args.wheels)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import AffectLocusError
+from ..errors import AffectLocusError, ModelLoadError
+from ..models.cli_args import add_device_args, device_kwargs
 from .stats import DEFAULT_SAMPLE
 from .table import HEADLINE, DiffTable
 
@@ -32,8 +33,26 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=5, help="how many top sites to print")
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_device_args(p)
+    p.epilog = ("--device: where ΔW is computed (chunks are moved there as they stream); --dtype: both weights "
+                "are cast to it before differencing; --device-map: BASE (and a full TUNED checkpoint; an "
+                "adapter stays a file) is loaded as a model placed by accelerate instead of streamed.")
     p.set_defaults(func=run)
     return p
+
+
+def _models(base: str, tuned: str, placement: dict) -> tuple:
+    """With a ``device_map`` in ``placement``: BASE (and TUNED when it is a model checkpoint, not an
+    adapter) loaded as models placed by accelerate; otherwise the paths, unchanged (streamed)."""
+    if "device_map" not in placement:
+        return base, tuned
+    from ..models import load_model, resolve
+    base_model = load_model(base, **placement)[0]
+    try:
+        resolve(tuned)
+    except ModelLoadError:  # a peft adapter, a .pth adapter or a bare weights file: read as before
+        return base_model, tuned
+    return base_model, load_model(tuned, **placement)[0]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -41,10 +60,19 @@ def run(args: argparse.Namespace) -> int:
 
     from .compare import diff
     metrics = args.metrics + (",rows" if args.rows else "")
+    placement = device_kwargs(args)
     with warnings.catch_warnings():  # the notes are printed with the summary instead
         warnings.simplefilter("ignore", UserWarning)
-        table = diff(args.base, args.tuned, modules=args.modules, layers=args.layers, metrics=metrics,
-                     progress=not args.no_progress, sample=args.sample or None, seed=args.seed)
+        base, tuned = _models(args.base, args.tuned, placement)  # (a checkpoint without a tokenizer is fine)
+        table = diff(base, tuned, modules=args.modules, layers=args.layers, metrics=metrics,
+                     progress=not args.no_progress, sample=args.sample or None, seed=args.seed,
+                     device=placement.get("device"), dtype=placement.get("dtype"))
+    if placement:
+        how = ", ".join(f"{k}={v}" for k, v in placement.items())
+        for key, given, obj in (("base", args.base, base), ("tuned", args.tuned, tuned)):
+            if not isinstance(obj, str):  # name the files, not "in-memory model LlamaForCausalLM"
+                table.meta[key] = f"{given} (loaded with {how})"
+        table.meta["placement"] = placement
     out = Path(args.out)
     table.save(out)
     ranked = args.metric or [next((m for m in ("relative", "rms", "l2") if m in table.metrics),

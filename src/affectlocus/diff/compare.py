@@ -28,7 +28,8 @@ def diff(base: Any, tuned: Any, modules: ModuleSpec = "all", layers: LayerSpec =
          metrics: str | Iterable[str] | None = None, *, progress: bool = True,
          sample: int | None = DEFAULT_SAMPLE, seed: int = 0, eps: float = 1e-8,
          quantiles: Iterable[float] = DEFAULT_QUANTILES, layers_path: str | None = None,
-         chunk_elements: int = CHUNK_ELEMENTS) -> DiffTable:
+         chunk_elements: int = CHUNK_ELEMENTS, device: str | torch.device | None = None,
+         dtype: str | torch.dtype | None = None) -> DiffTable:
     """Compare ``tuned`` with ``base`` at every selected (layer, module) site.
 
     ``base``: weights (a model, a checkpoint folder / file / index, a state dict). ``tuned``: anything
@@ -41,7 +42,11 @@ def diff(base: Any, tuned: Any, modules: ModuleSpec = "all", layers: LayerSpec =
     of ``sample`` elements otherwise (``sample=None``: always every element).
     One site at a time is read, in row chunks of ≈ ``chunk_elements``; LoRA norms come from the
     factors. Sites an adapter leaves untouched have ΔW = 0 (method ``untouched``, base not read).
+    ``device``: where the arithmetic runs (chunks are moved there as they are read; default: where
+    the base's weights are, the CPU for checkpoints). ``dtype``: cast both weights to it before
+    differencing (e.g. ``bfloat16`` to see ΔW as a bf16 model holds it); statistics are fp32/fp64.
     """
+    move = _mover(device, dtype)
     cfg = StatsConfig(parse_metrics(metrics), float(eps), None if sample is None else int(sample),
                       int(seed), tuple(float(q) for q in quantiles), HIST_EDGES.copy())
     base, tuned = _resolve_model_name(base), _resolve_model_name(tuned)
@@ -59,7 +64,7 @@ def diff(base: Any, tuned: Any, modules: ModuleSpec = "all", layers: LayerSpec =
         for reader in readers:
             reader.validate(sites)
         plans = [_plan(site, tuned_src, cfg, chunk_elements) for site in sites]
-        chunks = Prefetch(_read_chunks(plans, readers))
+        chunks = Prefetch(_read_chunks(plans, readers, move))
         try:
             from tqdm.auto import tqdm
             bar = tqdm(plans, desc="diff", unit="tensor", disable=not progress, leave=False)
@@ -118,7 +123,17 @@ def _plan(site: Site, tuned_src: Source, cfg: StatsConfig, chunk_elements: int) 
     return _Plan(site, "delta", True, False, step)
 
 
-def _read_chunks(plans: list[_Plan], readers: list[WeightReader]) -> Iterator[tuple]:
+def _mover(device, dtype):
+    """The chunk conversion for ``diff(device=, dtype=)`` (validated before anything is read)."""
+    from ..models.loader import resolve_device, resolve_dtype
+    device = None if device is None else resolve_device(device)
+    dtype = None if dtype in (None, "auto") else resolve_dtype(dtype)
+    if device is None and dtype is None:
+        return lambda t: t
+    return lambda t: None if t is None else t.to(device=device, dtype=dtype)
+
+
+def _read_chunks(plans: list[_Plan], readers: list[WeightReader], move=lambda t: t) -> Iterator[tuple]:
     """(row0, row1, base rows, tuned rows) for every chunk of every site, then (None, where)."""
     for plan in plans:
         site = plan.site
@@ -127,8 +142,8 @@ def _read_chunks(plans: list[_Plan], readers: list[WeightReader]) -> Iterator[tu
         if base_t is not None or tuned_t is not None:
             for r0 in range(0, site.shape[0], plan.step):
                 r1 = min(r0 + plan.step, site.shape[0])
-                yield (r0, r1, base_t.read(r0, r1) if base_t else None,
-                       tuned_t.read(r0, r1) if tuned_t else None)
+                yield (r0, r1, move(base_t.read(r0, r1) if base_t else None),
+                       move(tuned_t.read(r0, r1) if tuned_t else None))
         where = " and ".join(t.where for t in (base_t, tuned_t) if t is not None)
         yield None, where or f"{site.name} of {readers[0].source.description}"
 
@@ -154,7 +169,7 @@ def _site(plan: _Plan, chunks: Iterator[tuple], tuned_src: Source, cfg: StatsCon
             acc.add_pair(r0, b, t)
         elif plan.method == "factors":
             exact = cfg.elementwise and acc.idx is None
-            acc.add_base(r0, b, factor_rows(factors, r0, r1) if exact else None)
+            acc.add_base(r0, b, factor_rows(factors, r0, r1, b.device) if exact else None)
         else:
             parts.append(b)
     if plan.method == "delta":  # a delta source without factors: its dense ΔW, one tensor at a time

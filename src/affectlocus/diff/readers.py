@@ -1,17 +1,14 @@
 """Row-chunk readers: one site's weight, a few rows at a time, from any source.
 
-Safetensors checkpoints are read with plain positioned reads (no memory map), so the resident set
-stays at one chunk per tensor however large the checkpoint; other sources hand over their (already
-in-memory) tensor and we slice it.
+Safetensors checkpoints are read with plain positioned reads (no memory map,
+:class:`~affectlocus.sources.safetensors_file.SafetensorsFile`), so the resident set stays at one
+chunk per tensor however large the checkpoint; other sources hand over their (already in-memory)
+tensor and we slice it.
 """
 from __future__ import annotations
 
-import json
-import math
-import os
 import queue
 import re
-import struct
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -21,71 +18,7 @@ import torch
 from ..errors import ShapeMismatchError, SourceError, _preview
 from ..sites import Site
 from ..sources import SafetensorsSource, Source
-
-_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-           "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2}
-_MAX_HEADER = 200 * 1024 * 1024
-
-
-class SafetensorsFile:
-    """The header of one ``.safetensors`` file, and positioned reads of rows of its tensors."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        try:
-            self._fh = open(self.path, "rb")
-        except OSError as exc:
-            raise SourceError(f"cannot open safetensors file {self.path}: {exc}") from exc
-        size = os.fstat(self._fh.fileno()).st_size
-        raw = self._fh.read(8)
-        n = struct.unpack("<Q", raw)[0] if len(raw) == 8 else -1
-        if n < 2 or n > min(size - 8, _MAX_HEADER):
-            self.close()
-            raise SourceError(f"{self.path} is not a valid safetensors file (header length {n}, file "
-                              f"size {size}): corrupt or truncated")
-        try:
-            header = json.loads(self._fh.read(n))
-        except ValueError as exc:
-            self.close()
-            raise SourceError(f"{self.path}: unreadable safetensors header ({exc}); corrupt file?") from exc
-        header.pop("__metadata__", None)
-        self.data_start, self.data_size = 8 + n, size - 8 - n
-        self.entries: dict[str, tuple[torch.dtype | None, tuple[int, ...], int, int]] = {}
-        for key, info in header.items():
-            start, end = info["data_offsets"]
-            dtype = _DTYPES.get(info["dtype"])
-            self.entries[key] = (dtype, tuple(info["shape"]), start, end)
-
-    def entry(self, key: str, wanted_cols: int | None = None):
-        """(dtype, shape, start, end) of ``key``, checked against the file's size and dtype table."""
-        if key not in self.entries:
-            raise SourceError(f"{self.path} has no tensor {key!r}")
-        dtype, shape, start, end = self.entries[key]
-        if dtype is None:
-            raise SourceError(f"{self.path}: tensor {key!r} has a non-float dtype; cannot diff it")
-        expect = math.prod(shape) * dtype.itemsize
-        if end - start != expect or end > self.data_size:
-            raise SourceError(f"{self.path}: tensor {key!r} ({'×'.join(map(str, shape))}) lies outside the "
-                              f"file's data ({end} > {self.data_size} bytes or size ≠ {expect}): "
-                              f"corrupt or truncated file")
-        return dtype, shape, start, end
-
-    def read_rows(self, key: str, r0: int, r1: int) -> torch.Tensor:
-        """Rows ``r0:r1`` of the 2-D tensor ``key``, in its stored dtype."""
-        dtype, shape, start, _ = self.entry(key)
-        cols = shape[1]
-        nbytes = (r1 - r0) * cols * dtype.itemsize
-        buf = torch.empty(nbytes, dtype=torch.uint8)
-        self._fh.seek(self.data_start + start + r0 * cols * dtype.itemsize)
-        got = self._fh.readinto(memoryview(buf.numpy()))
-        if got != nbytes:
-            raise SourceError(f"{self.path}: tensor {key!r} is truncated (read {got} of {nbytes} bytes)")
-        return buf.view(dtype).view(r1 - r0, cols)
-
-    def close(self) -> None:
-        if not self._fh.closed:
-            self._fh.close()
-
+from ..sources.safetensors_file import SafetensorsFile
 
 class SiteTensor:
     """One site's weight: ``rows`` rows, read by :meth:`read`; ``where`` names tensor and file."""

@@ -1,7 +1,7 @@
 """Per-site statistics of ΔW = W_tuned − W_base, accumulated one row-chunk at a time.
 
 Squared norms are summed in fp32 over cache-sized sub-chunks (64 Ki elements: accurate and fast)
-and in float64 across them. The elementwise relative change |ΔW| / (|W_base| + ε) is computed on
+and in float64 across them, on the weights' device (0-d tensors: no host sync per chunk). The elementwise relative change |ΔW| / (|W_base| + ε) is computed on
 every element of small tensors and on a seeded stratified sample of large ones; its quantiles and a fixed-bin histogram of log10 of it describe the
 distribution. For LoRA sites the norms come from the factors: ‖s·BA‖²_F = s²·tr((BᵀB)(AAᵀ)),
 per-row / per-column norms from the same r×r Gram matrices, sampled entries as dot products.
@@ -15,6 +15,7 @@ import torch
 
 from ..sites import CANONICAL
 from ..sources import LoraFactors
+from ..sources.base import row_blocks
 
 #: Metric groups ``diff(metrics=...)`` accepts.
 METRIC_GROUPS = ("l2", "relative", "rms", "quantiles", "hist", "rows")
@@ -128,11 +129,10 @@ def factor_entries(f: LoraFactors, flat: torch.Tensor, cols: int, block: int = 1
     return out
 
 
-def factor_rows(f: LoraFactors, r0: int, r1: int) -> torch.Tensor:
-    """Rows ``r0:r1`` of the dense ΔW (for tensors small enough to use every element)."""
-    if f.transpose:
-        return f.scale * (f.A[:, r0:r1].T @ f.B.T)
-    return f.scale * (f.B[r0:r1] @ f.A)
+def factor_rows(f: LoraFactors, r0: int, r1: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """Rows ``r0:r1`` of the dense ΔW on ``device`` (for tensors small enough to use every element)."""
+    m1, m2 = f._operands(device)
+    return f.scale * (m1.narrow(0, r0, r1 - r0) @ m2)
 
 
 class SiteAccumulator:
@@ -148,6 +148,7 @@ class SiteAccumulator:
         if self.axis is not None:
             self.lines = torch.zeros(shape[0] if self.axis == 1 else shape[1], dtype=torch.float64)
         self.idx = sample_indices(shape[0] * shape[1], cfg, layer, module) if cfg.elementwise else None
+        self._idx_host = None if self.idx is None else self.idx.numpy()  # bounds found on the host
         self.d_at_idx: torch.Tensor | None = None
         self.rel: list[torch.Tensor] = []
         self.norms_given = False
@@ -176,12 +177,12 @@ class SiteAccumulator:
         """
         step = max(1, SUB_ELEMENTS // self.cols)
         exact = self.cfg.elementwise and self.idx is None
-        for s in range(0, base.shape[0], step):
-            b = base[s:s + step].to(torch.float32)
-            d = tuned[s:s + step].to(device=b.device, dtype=torch.float32, copy=True).sub_(b)
-            self.d2 += float(torch.linalg.vector_norm(d)) ** 2
+        for s, n in row_blocks(base.shape, step * self.cols):
+            b = base.narrow(0, s, n).to(torch.float32)
+            d = tuned.narrow(0, s, n).to(device=b.device, dtype=torch.float32, copy=True).sub_(b)
+            self.d2 = self.d2 + _norm2(d)
             if self.b2 is not None:
-                self.b2 += float(torch.linalg.vector_norm(b)) ** 2
+                self.b2 = self.b2 + _norm2(b)
             if self.lines is not None:
                 self._add_lines(row0 + s, d)
             if exact:
@@ -192,15 +193,15 @@ class SiteAccumulator:
             self.rel.append(self._rel(_gather(tuned, local) - bv, bv))
 
     def add_base(self, row0: int, base: torch.Tensor, delta: torch.Tensor | None = None) -> None:
-        """Rows of the base alone (ΔW known from factors); ``delta``: its dense rows, when every
-        element is used."""
+        """Rows of the base alone (ΔW known from factors); ``delta``: its dense rows on the base's
+        device (:func:`factor_rows`), when every element is used."""
         step = max(1, SUB_ELEMENTS // self.cols)
-        for s in range(0, base.shape[0], step):
-            b = base[s:s + step].to(torch.float32)
+        for s, n in row_blocks(base.shape, step * self.cols):
+            b = base.narrow(0, s, n).to(torch.float32)
             if self.b2 is not None:
-                self.b2 += float(torch.linalg.vector_norm(b)) ** 2
+                self.b2 = self.b2 + _norm2(b)
             if delta is not None:
-                self.rel.append(self._rel(delta[s:s + step], b))
+                self.rel.append(self._rel(delta.narrow(0, s, n), b))
         if self.cfg.elementwise and self.idx is not None:
             local, (a, z) = self._local(row0, base.shape[0])
             self.rel.append(self._rel(self.d_at_idx[a:z], _gather(base, local)))
@@ -208,29 +209,31 @@ class SiteAccumulator:
     def _local(self, row0: int, rows: int) -> tuple[torch.Tensor, tuple[int, int]]:
         """Sample indices inside rows ``row0 : row0 + rows`` (chunk-local), and their span in idx."""
         lo, hi = row0 * self.cols, (row0 + rows) * self.cols
-        a, z = (int(torch.searchsorted(self.idx, v)) for v in (lo, hi))
+        a, z = (int(i) for i in np.searchsorted(self._idx_host, (lo, hi)))
         return self.idx[a:z] - lo, (a, z)
 
     def _rel(self, d: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return (d.reshape(-1).abs() / (b.reshape(-1).abs() + self.cfg.eps)).cpu()
 
     def _add_lines(self, row0: int, d: torch.Tensor) -> None:
+        if self.lines.device != d.device:  # accumulate where ΔW is (moved once per site)
+            self.lines = self.lines.to(d.device)
         if self.axis == 1:
-            self.lines[row0:row0 + d.shape[0]] += d.square().sum(1).double().cpu()
+            self.lines.narrow(0, row0, d.shape[0]).add_(d.square().sum(1).double())
         else:
-            self.lines += d.square().sum(0).double().cpu()
+            self.lines += d.square().sum(0).double()
 
     def result(self) -> tuple[dict[str, float], np.ndarray | None, np.ndarray | None, int]:
         """(scalar metrics, histogram counts, neuron-line norms, elements used for distributions)."""
         cfg, values = self.cfg, {}
-        l2 = float(np.sqrt(max(self.d2, 0.0)))
+        l2 = float(np.sqrt(max(float(self.d2), 0.0)))
         numel = self.shape[0] * self.shape[1]
         if "l2" in cfg.metrics:
             values["l2"] = l2
         if "rms" in cfg.metrics:
             values["rms"] = l2 / float(np.sqrt(numel))
         if "relative" in cfg.metrics:
-            base_l2 = float(np.sqrt(self.b2)) if self.b2 is not None else float("nan")
+            base_l2 = float(np.sqrt(float(self.b2))) if self.b2 is not None else float("nan")
             values["base_l2"] = base_l2
             values["relative"] = l2 / (base_l2 + cfg.eps)
         hist, used = None, 0
@@ -246,8 +249,13 @@ class SiteAccumulator:
                 hist = _histogram(nonzero.log10_(), cfg.edges)
         lines = None
         if self.lines is not None:
-            lines = self.lines.clamp_min(0).sqrt().float().numpy()
+            lines = self.lines.clamp_min(0).sqrt().float().cpu().numpy()
         return values, hist, lines, used
+
+
+def _norm2(x: torch.Tensor) -> torch.Tensor:
+    """‖x‖² as a float64 0-d tensor on x's device (fp32 norm, squared in float64)."""
+    return torch.linalg.vector_norm(x).double().square()
 
 
 def _histogram(logs: torch.Tensor, edges: np.ndarray) -> np.ndarray:
@@ -262,7 +270,7 @@ def _histogram(logs: torch.Tensor, edges: np.ndarray) -> np.ndarray:
 
 def _gather(x: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
     """Elements of a contiguous chunk at flat indices, as fp32 on the CPU."""
-    return x.reshape(-1)[local.to(x.device)].float().cpu()
+    return x.reshape(-1).index_select(0, local.to(x.device)).float().cpu()
 
 
 def tensor_stats(base: torch.Tensor, tuned: torch.Tensor, layer: int, module: str,

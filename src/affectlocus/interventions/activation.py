@@ -21,7 +21,7 @@ def _channel_index(channels, output: torch.Tensor, site: Site):
     bad = [c for c in idx if not -width <= int(c) < width]
     if bad:
         raise InterventionError(f"channels {bad[:5]} out of range for {site.name} ({width} channels)")
-    return torch.tensor(idx, dtype=torch.long, device=output.device)
+    return torch.tensor(sorted({int(c) % width for c in idx}), dtype=torch.long, device=output.device)
 
 
 class Record(OutputIntervention):
@@ -62,9 +62,9 @@ class ZeroOutput(OutputIntervention):
 
     def transform(self, site, output):
         idx = _channel_index(self.channels, output, site)
-        output = output.clone()
-        output[..., idx] = 0
-        return output
+        if isinstance(idx, slice):
+            return torch.zeros_like(output)
+        return output.index_fill(-1, idx, 0)
 
 
 class ScaleOutput(ZeroOutput):
@@ -77,9 +77,9 @@ class ScaleOutput(ZeroOutput):
 
     def transform(self, site, output):
         idx = _channel_index(self.channels, output, site)
-        output = output.clone()
-        output[..., idx] = output[..., idx] * self.factor
-        return output
+        if isinstance(idx, slice):
+            return output * self.factor
+        return output.index_copy(-1, idx, output.index_select(-1, idx) * self.factor)
 
 
 class PatchOutput(OutputIntervention):

@@ -57,11 +57,22 @@ class WeightIntervention(Intervention):
             if len(group) == 1 and group[0].rows is None:
                 new = self.new_weight(group[0], current, model)
             else:  # fused weight: rebuild it once with every selected row span replaced
-                new = current.clone()
-                for site in group:
-                    a, b = site.rows or (0, current.shape[0])
-                    new[a:b] = self.new_weight(site, current[a:b], model).to(new.dtype)
+                new = _fused(current, {site.rows or (0, current.shape[0]): site for site in group},
+                             lambda site, rows: self.new_weight(site, rows, model))
             handle.replace(module, "weight", new.to(device=current.device, dtype=current.dtype), path)
+
+
+def _fused(current: torch.Tensor, spans: dict, new_rows) -> torch.Tensor:
+    """``current`` with each ``(a, b)`` row span replaced by ``new_rows(site, rows)`` (one new tensor)."""
+    parts, at = [], 0
+    for (a, b), site in sorted(spans.items()):
+        if a > at:
+            parts.append(current.narrow(0, at, a - at))
+        parts.append(new_rows(site, current.narrow(0, a, b - a)).to(current.dtype))
+        at = b
+    if at < current.shape[0]:
+        parts.append(current.narrow(0, at, current.shape[0] - at))
+    return torch.cat(parts)
 
 
 class OutputIntervention(Intervention):
@@ -80,10 +91,10 @@ class OutputIntervention(Intervention):
             if site.rows is None:
                 return self.transform(site, output)
             a, b = site.rows
-            new = self.transform(site, output[..., a:b])
+            new = self.transform(site, output.narrow(-1, a, b - a))
             if new is None:
                 return None
-            output = output.clone()
-            output[..., a:b] = new
-            return output
+            width = output.shape[-1]
+            return torch.cat([output.narrow(-1, 0, a), new.to(output.dtype),
+                              output.narrow(-1, b, width - b)], dim=-1)
         return fn

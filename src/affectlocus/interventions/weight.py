@@ -1,7 +1,6 @@
 """Weight-space interventions: graft, interpolate, zero, scale, noise, neuron masks."""
 from __future__ import annotations
 
-import math
 import zlib
 from typing import Mapping, Sequence
 
@@ -12,6 +11,7 @@ from ..errors import InterventionError
 from ..sites import Site
 from ..sites.selection import LayerSpec, ModuleSpec
 from ..sources import Source, open_source
+from ..sources.base import row_blocks
 from .base import WeightIntervention
 
 
@@ -84,19 +84,16 @@ _BLOCK = 1 << 20  # elements drawn per block from a site's generator
 
 
 def seeded_blocks(seed: int, site: Site, shape: Sequence[int], draw=torch.randn):
-    """``(r0, r1, values)`` row blocks of ``draw`` (``torch.randn``/``torch.rand``) from the site's
-    CPU generator, ≤ 2**20 values each, on the host.
+    """``(r0, rows, values)`` row blocks of ``draw`` (``torch.randn``/``torch.rand``) from the
+    site's CPU generator, ≤ 2**20 values each, on the host.
 
     Every device gets the same numbers (torch's CPU and CUDA generators differ, so values are
     always drawn on the CPU and copied); memory stays bounded for 7B-sized weights. A weight of
     ≤ 2**20 entries is one block, i.e. exactly ``draw(shape, generator=…)``.
     """
     gen = site_generator(seed, site)
-    rows, cols = int(shape[0]), int(math.prod(shape[1:]))
-    step = max(1, _BLOCK // max(1, cols))
-    for r0 in range(0, rows, step):
-        r1 = min(rows, r0 + step)
-        yield r0, r1, draw((r1 - r0, *shape[1:]), generator=gen)
+    for r0, n in row_blocks(shape, _BLOCK):
+        yield r0, n, draw((n, *shape[1:]), generator=gen)
 
 
 class Noise(WeightIntervention):
@@ -128,7 +125,7 @@ class Noise(WeightIntervention):
         blocks = list(seeded_blocks(self.seed, site, current.shape))
         start = current
         if self.std is not None:
-            factor = torch.tensor(float(self.std))
+            factor = float(self.std)
         else:
             if self.relative is not None:
                 target = float(self.relative) * current.float().norm()
@@ -138,16 +135,17 @@ class Noise(WeightIntervention):
             norms = [b.norm() for _, _, b in blocks]
             eps_norm = norms[0] if len(norms) == 1 else torch.stack(norms).norm()
             factor = target / eps_norm.to(current.device).clamp_min(1e-30)
-        factor = factor.to(current.device)
-        out = torch.empty_like(current, memory_format=torch.contiguous_format)
-        for r0, r1, eps in blocks:
-            out[r0:r1] = start[r0:r1].float() + eps.to(current.device) * factor
-        return out
+        return _join([(start.narrow(0, r0, n).float() + eps.to(current.device) * factor).to(current.dtype)
+                      for r0, n, eps in blocks])
 
     def _extra(self) -> str:
         how = (f"std={self.std:g}" if self.std is not None else f"relative={self.relative:g}"
                if self.relative is not None else f"match={self.match.description}")
         return f", {how}, seed={self.seed}"
+
+
+def _join(blocks: list[torch.Tensor]) -> torch.Tensor:
+    return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
 
 
 class NeuronMask(WeightIntervention):
@@ -207,11 +205,9 @@ class RandomRevert(Graft):
 
     def new_weight(self, site, current, model):
         donor = self.donor(site, current)
-        out = torch.empty_like(current, memory_format=torch.contiguous_format)
-        for r0, r1, u in seeded_blocks(self.seed, site, current.shape, torch.rand):
-            mask = (u < self.fraction).to(current.device)
-            out[r0:r1] = torch.where(mask, donor[r0:r1], current[r0:r1])
-        return out
+        return _join([torch.where((u < self.fraction).to(current.device), donor.narrow(0, r0, n),
+                                  current.narrow(0, r0, n))
+                      for r0, n, u in seeded_blocks(self.seed, site, current.shape, torch.rand)])
 
     def _extra(self) -> str:
         return f", fraction={self.fraction:g}, seed={self.seed}, source={self.source.description}"

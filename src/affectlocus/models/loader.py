@@ -112,6 +112,10 @@ def _device(device: Any) -> torch.device | None:
     return device
 
 
+#: Public names of the validators (typed :class:`ModelLoadError` naming what is allowed).
+resolve_dtype, resolve_device = _dtype, _device
+
+
 def _tokenizer(folder: Path):
     """The folder's tokenizer, or ``None`` (with a warning) when it ships none.
 

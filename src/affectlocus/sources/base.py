@@ -1,6 +1,7 @@
 """The source abstraction: *where donor weights come from*, answered one site at a time."""
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Iterable, Sequence
@@ -51,20 +52,20 @@ class LoraFactors:
         """The one reference for an adapter donor: ``(W.float() + α·s·B@A).to(W.dtype)``.
 
         Computed on ``weight``'s device with one fused ``addmm`` per bounded row block (fp32 work
-        memory of at most ~64 MB above the result) and cast once; ``weight`` is never modified.
+        memory of at most ~64 MB) and cast once; ``weight`` is never modified.
         """
         m1, m2 = self._operands(weight.device)
         coef = float(alpha) * self.scale
-        rows = weight.shape[0]
-        step = max(1, _BLOCK // max(1, weight.shape[1]))
-        if weight.dtype == torch.float32 and step >= rows:
-            return torch.addmm(weight, m1, m2, alpha=coef)
-        out = torch.empty_like(weight, memory_format=torch.contiguous_format)
-        for r0 in range(0, rows, step):
-            r1 = min(rows, r0 + step)
-            block = torch.addmm(weight[r0:r1].float(), m1[r0:r1], m2, alpha=coef)
-            out[r0:r1].copy_(block)
-        return out
+        blocks = [torch.addmm(weight.narrow(0, r0, n).float(), m1.narrow(0, r0, n), m2, alpha=coef)
+                  .to(weight.dtype) for r0, n in row_blocks(weight.shape, _BLOCK)]
+        return blocks[0] if len(blocks) == 1 else torch.cat(blocks)
+
+
+def row_blocks(shape: Sequence[int], elements: int) -> list[tuple[int, int]]:
+    """``(first row, rows)`` spans of at most ``elements`` entries (≥ 1 row each) covering ``shape``."""
+    rows, cols = int(shape[0]), max(1, int(math.prod(shape[1:])))
+    step = max(1, elements // cols)
+    return [(r0, min(step, rows - r0)) for r0 in range(0, rows, step)] or [(0, 0)]
 
 
 class Source(ABC):
@@ -87,7 +88,8 @@ class Source(ABC):
 
     @abstractmethod
     def _read(self, site: Site, base: torch.Tensor | None) -> torch.Tensor:
-        """The donor weight (or ΔW for delta sources) at ``site``, unvalidated."""
+        """The donor weight (or, for delta sources, ΔW in fp32 on ``base``'s device) at ``site``,
+        unvalidated."""
 
     def weight(self, site: Site, base: torch.Tensor | None = None) -> torch.Tensor:
         """The donor weight at ``site`` (as stored; delta sources need the ``base`` it applies to)."""
@@ -96,7 +98,7 @@ class Source(ABC):
                 raise SourceError(f"{self.description} holds updates (ΔW), not weights: "
                                   f"pass the base weight for {site.name}")
             return self.donor(site, base)
-        return self._validated(site, self._read(site, base))
+        return self._validated(site, self._host_read(site, base))
 
     def donor(self, site: Site, current: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
         """``current + α·(donor − current)`` at ``site``, on ``current``'s device and in its dtype.
@@ -125,8 +127,9 @@ class Source(ABC):
         if self.is_delta:
             if not self.covers(site):
                 return torch.zeros(site.shape, dtype=torch.float32, device=base.device)
-            # delta sources validate their values as they open (LoRA factors); shapes are checked here
-            return self._validated(site, self._read(site, base), values=False).to(base.device)
+            # delta sources check their values as they open (LoRA factors) and compute ΔW on
+            # ``base``'s device; shapes are checked here
+            return self._validated(site, self._read(site, base))
         return self.weight(site).to(base.device, torch.float32) - base.float()
 
     def factors(self, site: Site) -> LoraFactors | None:
@@ -160,12 +163,17 @@ class Source(ABC):
             raise ShapeMismatchError(f"{where or self.description}: tensor for {site.name} ({site.path}) "
                                      f"has shape {tuple(shape)}, the model's site is {site.shape}{hint}")
 
-    def _validated(self, site: Site, tensor: torch.Tensor, origin: str | None = None,
-                   values: bool = True) -> torch.Tensor:
-        where = origin or self.description
-        self._check_shape(site, tuple(tensor.shape), where)
-        if values and _host_values(tensor):
-            _check_finite(tensor, f"{where}: tensor for {site.name}")
+    def _host_read(self, site: Site, base: torch.Tensor | None) -> torch.Tensor:
+        """``_read``, with the values checked where they were read: a host tensor (a file just
+        read, a CPU state dict) gets one finite check; a tensor already on an accelerator is not
+        read back (no sync). Delta sources check their values when they open instead."""
+        tensor = self._read(site, base)
+        if _host_values(tensor):
+            _check_finite(tensor, f"{self.description}: tensor for {site.name}")
+        return tensor
+
+    def _validated(self, site: Site, tensor: torch.Tensor, origin: str | None = None) -> torch.Tensor:
+        self._check_shape(site, tuple(tensor.shape), origin)
         return tensor
 
 
@@ -218,5 +226,5 @@ class KeyIndex:
 
 
 def slice_rows(site: Site, tensor: torch.Tensor) -> torch.Tensor:
-    """The site's rows of a (possibly fused) weight."""
-    return tensor if site.rows is None else tensor[site.rows[0]:site.rows[1]]
+    """The site's rows of a (possibly fused) weight (a view)."""
+    return tensor if site.rows is None else tensor.narrow(0, site.rows[0], site.rows[1] - site.rows[0])

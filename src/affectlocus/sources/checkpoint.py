@@ -1,32 +1,26 @@
-"""Safetensors checkpoints (single file or sharded via the index json), read lazily."""
+"""Safetensors checkpoints (single file or sharded via the index json), read lazily.
+
+Tensors are read with positioned reads into fresh memory (:class:`SafetensorsFile`), only the rows a
+site needs, so memory stays at one tensor: grafting a whole checkpoint in place holds no copy of it.
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-
 from ..errors import SourceError
 from ..sites import Site
-from .base import KeyIndex, Source, slice_rows
+from .base import KeyIndex, Source
+from .safetensors_file import SafetensorsFile
 
 INDEX_NAME = "model.safetensors.index.json"
-
-
-def _open(path: Path):
-    try:
-        return safe_open(str(path), framework="pt", device="cpu")
-    except FileNotFoundError as exc:
-        raise SourceError(f"safetensors file not found: {path}") from exc
-    except Exception as exc:  # safetensors raises SafetensorError / OSError for corrupt headers
-        raise SourceError(f"cannot read safetensors file {path}: {exc} (corrupt or truncated?)") from exc
 
 
 class SafetensorsSource(Source):
     """Donor weights from a ``.safetensors`` file, a sharded index json, or a folder holding either.
 
-    Files are memory-mapped; one tensor is read per request, so memory stays at one tensor.
+    One tensor (a fused weight: only the site's rows) is read per request, into fresh memory.
     """
 
     def __init__(self, path: str | Path):
@@ -44,7 +38,7 @@ class SafetensorsSource(Source):
         if not path.exists():
             raise SourceError(f"checkpoint not found: {path}")
         self.path = path
-        self._handles: dict[Path, object] = {}
+        self._handles: dict[Path, SafetensorsFile] = {}
         if path.name.endswith(".json"):
             try:
                 weight_map = json.loads(path.read_text())["weight_map"]
@@ -55,17 +49,16 @@ class SafetensorsSource(Source):
                 if not shard.exists():
                     raise SourceError(f"{path} names shard {shard.name}, which is missing")
         else:
-            handle = self._handle(path)
-            self._file_of = {k: path for k in handle.keys()}
+            self._file_of = {k: path for k in self._handle(path).entries}
         self.index = KeyIndex(self._file_of, str(path))
 
     @property
     def description(self) -> str:
         return f"safetensors checkpoint {self.path}"
 
-    def _handle(self, file: Path):
+    def _handle(self, file: Path) -> SafetensorsFile:
         if file not in self._handles:
-            self._handles[file] = _open(file)
+            self._handles[file] = SafetensorsFile(file)
         return self._handles[file]
 
     def key_of(self, site: Site) -> str | None:
@@ -77,21 +70,26 @@ class SafetensorsSource(Source):
     def site_names(self) -> list[str]:
         return list(self._file_of)
 
-    def read_key(self, key: str) -> torch.Tensor:
-        """One tensor by its checkpoint key."""
-        file = self._file_of[key]
-        try:
-            return self._handle(file).get_tensor(key)
-        except Exception as exc:
-            raise SourceError(f"cannot read tensor {key!r} from {file}: {exc} "
-                              f"(corrupt or truncated file?)") from exc
+    def read_key(self, key: str, rows: tuple[int, int] | None = None) -> torch.Tensor:
+        """One 2-D tensor by its checkpoint key (rows ``a:b`` of it), in its stored dtype."""
+        file = self._handle(self._file_of[key])
+        dtype, shape, _, _ = file.entry(key)
+        if len(shape) != 2:
+            raise SourceError(f"{file.path}: tensor {key!r} has shape {tuple(shape)}, not a 2-D weight")
+        a, b = rows or (0, shape[0])
+        if b > shape[0]:
+            raise SourceError(f"{file.path}: tensor {key!r} has {shape[0]} rows; rows {a}:{b} were asked "
+                              f"for — made for another architecture or size?")
+        return file.read_rows(key, a, b)
 
     def _read(self, site: Site, base: torch.Tensor | None) -> torch.Tensor:
         key = self.key_of(site)
         if key is None:
             raise SourceError(f"{self.description} has no tensor for {site.name} "
                               f"(looked for a key ending in {site.weight_key!r})")
-        return slice_rows(site, self.read_key(key))
+        return self.read_key(key, site.rows)
 
     def close(self) -> None:
+        for handle in self._handles.values():
+            handle.close()
         self._handles.clear()

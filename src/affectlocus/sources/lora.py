@@ -106,7 +106,7 @@ class LoraSource(Source):
         transpose = (self.fan_in_fan_out and site.rows is None and out_in != site.shape
                      and out_in[::-1] == site.shape)
         if site.rows is not None:
-            B = B[site.rows[0]:site.rows[1]]
+            B = B.narrow(0, site.rows[0], site.rows[1] - site.rows[0])
         return LoraFactors(A, B, self.scale_of(key), transpose)
 
     def _read(self, site: Site, base: torch.Tensor | None) -> torch.Tensor:

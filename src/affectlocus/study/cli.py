@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
+from ..models.cli_args import add_device_args, device_kwargs
 from .config import StudyConfig, full, quick
 
 
@@ -46,22 +48,40 @@ def _run(cfg: StudyConfig, progress: bool = True) -> int:
     return 0
 
 
+def with_placement(cfg: StudyConfig, args: argparse.Namespace) -> StudyConfig:
+    """``cfg`` with ``--device`` / ``--dtype`` / ``--device-map`` (when given) overriding its ``device``,
+    ``dtype`` and ``device_map`` fields; ``--device`` clears the config's ``device_map`` and
+    ``--device-map`` its ``device`` (the two exclude each other). Bad values raise ``ModelLoadError``."""
+    given = device_kwargs(args)
+    if not given:
+        return cfg
+    changes = dict(given)
+    if "device" in given:
+        changes["device_map"] = None
+    if "device_map" in given:
+        changes["device"] = None
+    return dataclasses.replace(cfg, **changes)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("study", help="the whole study (tune, locate, inherit, targeted, ablate, "
                                      "interpolate, cost, neurons) from a TOML config; resumable")
     p.add_argument("--config", required=True, help="TOML file ([study] table or top-level keys)")
     p.add_argument("--out", help="run folder (overrides the config's 'out')")
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=lambda a: _run(StudyConfig.from_toml(a.config, out=a.out), not a.no_progress))
+    add_device_args(p, "where and how the model is loaded (each overrides the config's field)")
+    p.set_defaults(func=lambda a: _run(with_placement(StudyConfig.from_toml(a.config, out=a.out), a),
+                                       not a.no_progress))
 
     d = sub.add_parser("demo", help="the study on the embedded model and suite (≤ 10 min on 2 CPU cores)")
     d.add_argument("--full", action="store_true", help="the larger configuration (hours on CPU)")
     d.add_argument("--out", help="run folder (default runs/demo, or runs/demo-full with --full)")
     d.add_argument("--no-progress", action="store_true")
+    add_device_args(d)
 
     def demo(a) -> int:
         cfg = full() if a.full else quick()
         if a.out:
             cfg.out = a.out
-        return _run(cfg, not a.no_progress)
+        return _run(with_placement(cfg, a), not a.no_progress)
     d.set_defaults(func=demo)

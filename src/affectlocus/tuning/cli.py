@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..models.cli_args import add_device_args, device_kwargs
 from .params import count_trainable, known_archs, ratio_table
 
 
@@ -30,7 +31,8 @@ def _config(args: argparse.Namespace):
                        batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
                        weight_decay=args.weight_decay, warmup=args.warmup,
                        max_grad_norm=args.max_grad_norm or None, max_length=args.max_length, seed=args.seed,
-                       template=False if args.no_template else None, save_every=args.save_every)
+                       template=False if args.no_template else None, save_every=args.save_every,
+                       device=getattr(args, "device", None))
 
 
 def _data(args: argparse.Namespace):
@@ -43,10 +45,15 @@ def _data(args: argparse.Namespace):
     return load_pairs(args.data)
 
 
-def run_train(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace):
+    """The base model and tokenizer, placed as --device / --dtype / --device-map ask (checked first)."""
     from ..models import load_model
+    return load_model(args.model, **device_kwargs(args))
+
+
+def run_train(args: argparse.Namespace) -> int:
     from .trainer import train
-    model, tok = load_model(args.model)
+    model, tok = _load(args)
     res = train(model, tok, _data(args), args.out, _config(args), overwrite=args.overwrite,
                 progress=not args.quiet)
     from accelerate import PartialState
@@ -60,9 +67,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
-    from ..models import load_model
     from .sweep import DEFAULT_SETS, sweep
-    model, tok = load_model(args.model)
+    model, tok = _load(args)
     sets = DEFAULT_SETS if args.sets == "default" else [s for s in args.sets.split(";") if s.strip()]
     seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
     frame = sweep(model, tok, _data(args), args.out, module_sets=sets, seeds=seeds,
@@ -98,6 +104,7 @@ def _training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-every", type=int, default=50, help="checkpoint period in steps (0: none)")
     p.add_argument("--no-template", action="store_true", help="ignore the tokenizer's chat template")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device_args(p)  # the model trains where it is loaded (no silent move to a GPU)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -27,7 +27,7 @@ from .data import SFTDataset, build_dataset, load_pairs
 from .params import count_trainable
 from .prepare import model_signature
 from .loss import answer_loss_sum
-from .trainer import TrainConfig, train
+from .trainer import TrainConfig, _launched, _place, train
 
 Evaluate = Callable[[nn.Module, Any], dict]
 
@@ -78,14 +78,17 @@ def sweep(model: nn.Module | str, tokenizer=None, data: Sequence[tuple[str, str]
     """Train every module set × seed (settings from ``config`` / :class:`TrainConfig` overrides) and
     evaluate each with ``evaluate(model, tokenizer) -> dict[str, float]`` (default: held-out answer loss
     on ``eval_data``, or on a seeded ``holdout`` fraction of ``data``). Returns the results as a
-    pandas DataFrame (also in ``out/results.jsonl`` and ``out/results.csv``)."""
+    pandas DataFrame (also in ``out/results.jsonl`` and ``out/results.csv``). ``device=`` (a
+    :class:`TrainConfig` field) moves the model there once, before the first cell; ``None`` keeps it
+    where it is."""
     import pandas as pd
     cfg = dataclasses.replace(config or TrainConfig(), **overrides)
     cfg.validate()
     if isinstance(model, (str, Path)):
         from ..models import load_model
-        model, loaded_tok = load_model(model)
+        model, loaded_tok = load_model(model, device=None if _launched() else cfg.device)
         tokenizer = tokenizer or loaded_tok
+    device = _place(model, cfg.device)  # once, before any cell: every cell then trains and evaluates there
     pairs = load_pairs(data) if isinstance(data, (str, Path)) else list(data)
     if eval_data is None and evaluate is None:
         pairs, eval_data = _split(pairs, holdout, 12345)
@@ -106,7 +109,7 @@ def sweep(model: nn.Module | str, tokenizer=None, data: Sequence[tuple[str, str]
         for mods in sets:  # fail before training anything (e.g. a fused sub-selection on Phi-3)
             target_regex(model, mods, cfg.layers)
     from accelerate import PartialState
-    state = PartialState(cpu=not torch.cuda.is_available())
+    state = PartialState(cpu=not torch.cuda.is_available() if _launched() else device.type == "cpu")
     out = Path(out)
     _check_identity(out, cfg, dataset, eval_id, model, state.is_main_process)
     state.wait_for_everyone()
@@ -145,7 +148,8 @@ def sweep(model: nn.Module | str, tokenizer=None, data: Sequence[tuple[str, str]
 def _check_identity(out: Path, cfg: TrainConfig, dataset: SFTDataset, eval_id: str, model: nn.Module,
                     write: bool = True) -> None:
     """A sweep folder belongs to one configuration, data set, evaluation and base model (the grid may grow)."""
-    ident = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("modules", "seed", "save_every")}
+    ident = {k: v for k, v in dataclasses.asdict(cfg).items()
+             if k not in ("modules", "seed", "save_every", "device")}
     ident.update(data=dataset.fingerprint(), eval=eval_id, base=model_signature(model))
     ident = json.loads(json.dumps(ident, default=str))
     path = out / "sweep.json"

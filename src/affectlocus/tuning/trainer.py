@@ -42,7 +42,13 @@ RUN_FILES = ("run.json", "log.jsonl", "checkpoint.pt", "adapter_config.json", "a
 
 @dataclass
 class TrainConfig:
-    """Everything that decides the result of a run (``save_every`` and ``progress`` aside)."""
+    """Everything that decides the result of a run (``save_every`` and ``progress`` aside).
+
+    ``device``: ``None`` trains where the model already is (a CPU model stays on the CPU even when a
+    GPU exists; a ``device_map`` model stays spread); a string (``"cpu"``, ``"cuda"``, ``"cuda:1"``)
+    moves the model there first. It is not part of a run's identity: a run may resume elsewhere.
+    Under a multi-process ``accelerate launch`` accelerate places the model on each process's device.
+    """
 
     method: str = "lora"                # "lora" or "full" (only the selected weights train)
     modules: Any = "all"
@@ -65,6 +71,7 @@ class TrainConfig:
     gradient_checkpointing: bool | None = None  # None → on a GPU
     save_every: int = 50                # checkpoint period in steps (0: only the final result)
     group_by_length: bool = False       # batches of similar length (less padding); order still seeded
+    device: str | None = None           # None → train where the model is; "cpu", "cuda:1", …: moved there first
 
     def validate(self) -> None:
         if self.method not in ("lora", "full"):
@@ -115,13 +122,57 @@ def _schedule(steps: int, warmup: float) -> Callable[[int], float]:
     return factor
 
 
-def _accelerator():
-    """The process's Accelerator. Mixed precision is *not* set here: accelerate keeps it in a
-    process-wide state that refuses a second value, so a process that trained in fp32 could never
-    train in bf16; the trainer applies bf16 autocast around the forward itself (no grad scaler is
-    needed for bf16, so this is what accelerate would do)."""
+def _launched() -> bool:
+    """True under a multi-process launch (``accelerate launch``/``torchrun``: LOCAL_RANK or WORLD_SIZE > 1)."""
+    return int(os.environ.get("LOCAL_RANK", -1)) != -1 or int(os.environ.get("WORLD_SIZE", 1)) > 1
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    """Where a model's inputs go: its input embeddings' device (the first device of a ``device_map``
+    model), else its first parameter's; the CPU for a model without parameters or only meta ones."""
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    weight = getattr(emb, "weight", None)
+    if isinstance(weight, torch.Tensor) and not weight.is_meta:
+        return weight.device
+    return next((p.device for p in model.parameters() if not p.is_meta), torch.device("cpu"))
+
+
+def _place(model: nn.Module, device: str | None) -> torch.device:
+    """Move ``model`` to ``device`` (checked like :func:`~affectlocus.load_model` checks it) unless it
+    is ``None``; return the device training runs on."""
+    if device is None or _launched():
+        return _model_device(model)
+    from ..models.loader import resolve_device as _device
+    target = _device(device)
+    if target.type == "cuda" and target.index is None:
+        target = torch.device("cuda", torch.cuda.current_device())
+    if len({str(d) for d in (getattr(model, "hf_device_map", None) or {}).values()}) > 1:
+        raise TuningError(f"the model was loaded with a device_map spreading it over "
+                          f"{sorted({str(d) for d in model.hf_device_map.values()})}; leave device=None to "
+                          f"train it where it is, or load it without device_map to move it to {device}")
+    if _model_device(model) != target:
+        model.to(target)
+    return target
+
+
+def _accelerator(device: torch.device | None = None):
+    """The process's Accelerator, following the model's ``device`` (CPU model → ``cpu=True``: nothing is
+    moved to a GPU behind the caller's back). Under a multi-process launch, or without a device, the
+    Accelerator is made as before (``cpu`` only when no GPU exists) and places the model itself.
+
+    accelerate's state is process-wide: its ``cpu`` flag counts only for the first Accelerator of a
+    process (and refuses ``cpu=True`` once a GPU state exists), so single-process training does its
+    own placement (see :func:`_run`) and ``cpu=True`` is only asked for while no state exists.
+    Mixed precision is *not* set here either: accelerate keeps it in the same process-wide state,
+    which refuses a second value, so a process that trained in fp32 could never train in bf16; the
+    trainer applies bf16 autocast around the forward itself (no grad scaler is needed for bf16, so
+    this is what accelerate would do)."""
     from accelerate import Accelerator
-    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no")
+    from accelerate.state import PartialState
+    if device is None or _launched():
+        return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no")
+    fresh = not PartialState._shared_state
+    return Accelerator(cpu=device.type == "cpu" and fresh, mixed_precision="no")
 
 
 def _all_ok(acc, ok: bool) -> bool:
@@ -134,7 +185,7 @@ def _all_ok(acc, ok: bool) -> bool:
 
 def _identity(cfg: TrainConfig, model: nn.Module, data: SFTDataset, world: int) -> dict:
     n = find_decoder(model).num_layers
-    ident = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "save_every"}
+    ident = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("save_every", "device")}
     ident.update(modules=list(parse_modules(cfg.modules)), layers=list(parse_layers(cfg.layers, n)),
                  data=data.fingerprint(), examples=len(data), world_size=world, base=model_signature(model))
     if cfg.method == "full":
@@ -170,14 +221,17 @@ def train(model: nn.Module | str, tokenizer=None, data: Sequence[tuple[str, str]
     cfg.validate()
     if isinstance(model, (str, Path)):
         from ..models import load_model
-        model, loaded_tok = load_model(model)
+        model, loaded_tok = load_model(model, device=None if _launched() else cfg.device)
         tokenizer = tokenizer or loaded_tok
     if isinstance(data, (str, Path)):
         data = load_pairs(data)
     dataset = data if isinstance(data, SFTDataset) else build_dataset(data, tokenizer, cfg.max_length, cfg.template)
-    on_gpu = torch.cuda.is_available()
+    device = _place(model, cfg.device)
+    acc = _accelerator(device)
+    if _launched():
+        device = acc.device  # accelerate places the model on this process's device, as before
+    on_gpu = device.type == "cuda"
     bf16 = cfg.bf16 if cfg.bf16 is not None else on_gpu and torch.cuda.is_bf16_supported()
-    acc = _accelerator()
     world, rank = acc.num_processes, acc.process_index
     ident = _identity(cfg, model, dataset, world)
     out = Path(out)
@@ -190,7 +244,7 @@ def train(model: nn.Module | str, tokenizer=None, data: Sequence[tuple[str, str]
     else:
         prep = prepare_full(model, cfg.modules, cfg.layers, keep_base=keep_base)
     try:
-        return _run(prep, dataset, out, cfg, ident, acc, progress, callback, on_gpu, bf16, world, rank)
+        return _run(prep, dataset, out, cfg, ident, acc, progress, callback, device, bf16, world, rank)
     except BaseException:
         if prep.method == "lora":
             prep.restore_base()  # the caller's model loses the LoRA layers; the checkpoint keeps them
@@ -242,18 +296,19 @@ def _load_finished(out: Path, model: nn.Module, cfg: TrainConfig, run: dict, kee
 
 
 def _run(prep: Prepared, data: SFTDataset, out: Path, cfg: TrainConfig, ident: dict, acc, progress: bool,
-         callback, on_gpu: bool, bf16: bool, world: int, rank: int) -> TrainResult:
+         callback, device: torch.device, bf16: bool, world: int, rank: int) -> TrainResult:
     from tqdm.auto import tqdm
     net = prep.net
-    use_gc = cfg.gradient_checkpointing if cfg.gradient_checkpointing is not None else on_gpu
+    use_gc = cfg.gradient_checkpointing if cfg.gradient_checkpointing is not None else device.type == "cuda"
     if use_gc:
         net.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     decay = [p for _, p in prep.params if id(p) not in prep.no_decay]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}]
     if prep.no_decay:
         groups.append({"params": [p for _, p in prep.params if id(p) in prep.no_decay], "weight_decay": 0.0})
-    model = acc.prepare_model(net)
-    autocast = (lambda: torch.autocast(acc.device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
+    # one process: the model is already where it trains (accelerate's process-wide device may differ)
+    model = acc.prepare_model(net) if _launched() else acc.prepare_model(net, device_placement=False)
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg.steps, cfg.warmup))
     ckpt_path, log_path = out / "checkpoint.pt", out / "log.jsonl"
@@ -277,10 +332,10 @@ def _run(prep: Prepared, data: SFTDataset, out: Path, cfg: TrainConfig, ident: d
     for step in range(start, cfg.steps):
         first = step * group
         n_answer = max(1, sum(data.answer_tokens(i) for i in order.take(first, group)))
-        local = torch.zeros((), device=acc.device)
+        local = torch.zeros((), device=device)
         for a in range(cfg.grad_accum):
             idx = order.take(first + (rank * cfg.grad_accum + a) * cfg.batch_size, cfg.batch_size)
-            batch = {k: v.to(acc.device) for k, v in data.collate(idx).items()}
+            batch = {k: v.to(device) for k, v in data.collate(idx).items()}
             tokens += int(batch["attention_mask"].sum())
             sync = acc.no_sync(model) if a < cfg.grad_accum - 1 else nullcontext()
             with sync:
