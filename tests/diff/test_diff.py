@@ -144,3 +144,17 @@ def test_every_architecture_from_checkpoints(tiny, arch, tmp_path):
     pd.testing.assert_frame_equal(got.to_frame(), ref.to_frame(), rtol=1e-6)
     assert got.meta["model_type"] == base.config.model_type and len(got) == 7 * got.meta["num_layers"]
     assert all(r.values["l2"] > 0 for r in got.results)
+
+
+def test_device_and_dtype_move_and_cast_the_chunks(llama, twin):
+    """``diff(device=, dtype=)``: chunks are cast as they stream (bf16 is real on CPU) and recorded."""
+    base = llama(0)
+    tuned = twin(base)
+    with torch.no_grad():
+        tuned.model.layers[1].mlp.gate_proj.weight.add_(1e-4)  # below bf16's resolution near 0.02
+    exact = diff(base, tuned, modules="gate", layers=1, progress=False)
+    cast = diff(base, tuned, modules="gate", layers=1, progress=False, device="cpu", dtype=torch.bfloat16)
+    assert cast.meta["device"] == "cpu" and cast.meta["dtype"] == "bfloat16" and exact.meta["dtype"] is None
+    assert _values(exact)[(1, "gate")]["l2"] != _values(cast)[(1, "gate")]["l2"]
+    with pytest.raises(al.ModelLoadError, match="unknown dtype"):
+        diff(base, tuned, modules="gate", progress=False, dtype="float7")

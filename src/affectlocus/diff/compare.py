@@ -81,7 +81,8 @@ def diff(base: Any, tuned: Any, modules: ModuleSpec = "all", layers: LayerSpec =
             "modules": sorted({s.module for s in sites}, key=[s.module for s in sites].index),
             "layers": sorted({s.layer for s in sites}), "metrics": sorted(cfg.metrics), "eps": cfg.eps,
             "sample": cfg.sample, "seed": cfg.seed, "quantiles": list(cfg.quantiles),
-            "notes": notes, "version": __version__}
+            "notes": notes, "version": __version__,
+            "device": None if device is None else str(device), "dtype": None if dtype is None else str(dtype).removeprefix("torch.")}
     table = DiffTable(results, meta, cfg.edges if "hist" in cfg.metrics else None)
     table.meta["compared"] = table.describe()
     return table
