@@ -169,6 +169,7 @@ def test_cpu_model_trains_on_cpu_even_when_a_gpu_exists(make, tok, pairs, tmp_pa
     bf16 autocast and gradient checkpointing on). Now the model's device decides."""
     from accelerate.state import PartialState
 
+    import affectlocus.tuning.placement as placement
     import affectlocus.tuning.trainer as trainer
     made = []
 
@@ -180,10 +181,10 @@ def test_cpu_model_trains_on_cpu_even_when_a_gpu_exists(make, tok, pairs, tmp_pa
     monkeypatch.setattr(PartialState, "_shared_state", {})  # a fresh process
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
-    trainer._accelerator(torch.device("cpu"))
-    trainer._accelerator(torch.device("cuda", 0))
+    placement.accelerator(torch.device("cpu"))
+    placement.accelerator(torch.device("cuda", 0))
     monkeypatch.setenv("WORLD_SIZE", "2")  # accelerate launch: unchanged, accelerate places the model
-    trainer._accelerator(torch.device("cpu"))
+    placement.accelerator(torch.device("cpu"))
     assert [m["cpu"] for m in made] == [True, False, False]
     assert all(m["mixed_precision"] == "no" for m in made)
     monkeypatch.undo()

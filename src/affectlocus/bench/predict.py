@@ -23,11 +23,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..models.loader import model_device
 from .prompts import encode
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    return next(model.parameters()).device
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -186,12 +186,9 @@ def _site(plan: _Plan, chunks: Iterator[tuple], tuned_src: Source, cfg: StatsCon
 
 
 def _check_factors(site: Site, f, src: Source) -> None:
-    out_in = (int(f.B.shape[0]), int(f.A.shape[1]))
-    if f.transpose:
-        out_in = out_in[::-1]
-    if out_in != tuple(site.shape):
+    if f.shape != tuple(site.shape):
         raise ShapeMismatchError(f"{src.description}: LoRA factors for {site.name} ({site.weight_key}) "
-                                 f"give ΔW of shape {out_in}, the base's weight is {site.shape} — "
+                                 f"give ΔW of shape {f.shape}, the base's weight is {site.shape} — "
                                  f"an adapter for another base model?")
 
 

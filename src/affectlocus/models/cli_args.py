@@ -65,22 +65,17 @@ def device_kwargs(args: argparse.Namespace | Any = None, *, device: Any = None, 
     Checked now, with load_model's own errors: an unknown dtype or device, a CUDA device on a machine
     without one, or ``--device`` together with ``--device-map`` raise :class:`ModelLoadError`.
     """
-    from .loader import _device, _dtype
+    from .loader import resolve_device, resolve_dtype
     if args is not None:
         device = getattr(args, "device", device)
         dtype = getattr(args, "dtype", dtype)
         device_map = getattr(args, "device_map", device_map)
     out: dict[str, Any] = {}
     if dtype is not None:
-        _dtype(dtype)
+        resolve_dtype(dtype)
         out["dtype"] = dtype
     if device is not None:
-        checked = _device(device)
-        if checked.type == "mps":
-            import torch
-            if not torch.backends.mps.is_available():
-                raise ModelLoadError(f"device {device!r} asked for, but this torch ({torch.__version__}) sees "
-                                     f"no MPS device; use 'cpu' or 'cuda'")
+        resolve_device(device)
         out["device"] = device
     if device_map is not None:
         if device is not None:

@@ -107,9 +107,23 @@ def _device(device: Any) -> torch.device | None:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ModelLoadError(f"device {device} asked for, but this torch ({torch.__version__}) sees no CUDA "
                              f"device; use device='cpu'")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ModelLoadError(f"device {device} asked for, but this torch ({torch.__version__}) sees no MPS "
+                             f"device; use 'cpu' or 'cuda'")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
         raise ModelLoadError(f"device {device} asked for, but only {torch.cuda.device_count()} CUDA device(s)")
     return device
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where a model's inputs go: its input embeddings' device (the first device of a ``device_map``
+    model), else its first parameter's; the CPU for a model without parameters or only meta ones."""
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    weight = getattr(emb, "weight", None)
+    if isinstance(weight, torch.Tensor) and not weight.is_meta:
+        return weight.device
+    return next((p.device for p in model.parameters() if not p.is_meta), torch.device("cpu"))
+
 
 
 #: Public names of the validators (typed :class:`ModelLoadError` naming what is allowed).

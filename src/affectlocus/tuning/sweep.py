@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import DataError
+from ..models.loader import model_device
 from .._io import atomic_path
 from ..sites import parse_modules
 from .checkpoint import ResumeError, TuningError, add_row, describe_difference, read_json, \
@@ -27,7 +28,8 @@ from .data import SFTDataset, build_dataset, load_pairs
 from .params import count_trainable
 from .prepare import model_signature
 from .loss import answer_loss_sum
-from .trainer import TrainConfig, _launched, _place, train
+from .placement import launched, place
+from .trainer import TrainConfig, train
 
 Evaluate = Callable[[nn.Module, Any], dict]
 
@@ -44,7 +46,7 @@ def heldout_loss(model: nn.Module, tokenizer, pairs: Sequence[tuple[str, str]] |
     data = pairs if isinstance(pairs, SFTDataset) else build_dataset(pairs, tokenizer, max_length, template)
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device = model_device(model)
     total, tokens = 0.0, 0
     for start in range(0, len(data), batch_size):
         idx = list(range(start, min(start + batch_size, len(data))))
@@ -86,9 +88,9 @@ def sweep(model: nn.Module | str, tokenizer=None, data: Sequence[tuple[str, str]
     cfg.validate()
     if isinstance(model, (str, Path)):
         from ..models import load_model
-        model, loaded_tok = load_model(model, device=None if _launched() else cfg.device)
+        model, loaded_tok = load_model(model, device=None if launched() else cfg.device)
         tokenizer = tokenizer or loaded_tok
-    device = _place(model, cfg.device)  # once, before any cell: every cell then trains and evaluates there
+    device = place(model, cfg.device)  # once, before any cell: every cell then trains and evaluates there
     pairs = load_pairs(data) if isinstance(data, (str, Path)) else list(data)
     if eval_data is None and evaluate is None:
         pairs, eval_data = _split(pairs, holdout, 12345)
@@ -109,7 +111,7 @@ def sweep(model: nn.Module | str, tokenizer=None, data: Sequence[tuple[str, str]
         for mods in sets:  # fail before training anything (e.g. a fused sub-selection on Phi-3)
             target_regex(model, mods, cfg.layers)
     from accelerate import PartialState
-    state = PartialState(cpu=not torch.cuda.is_available() if _launched() else device.type == "cpu")
+    state = PartialState(cpu=not torch.cuda.is_available() if launched() else device.type == "cpu")
     out = Path(out)
     _check_identity(out, cfg, dataset, eval_id, model, state.is_main_process)
     state.wait_for_everyone()

@@ -32,6 +32,7 @@ from .checkpoint import (ResumeError, TuningError, append_jsonl, describe_differ
                          fingerprint, load_checkpoint, read_json, read_jsonl, rng_state, save_checkpoint,
                          set_rng_state, write_json, write_jsonl)
 from .data import DataOrder, SFTDataset, build_dataset, load_pairs
+from .placement import accelerator, launched, place
 from .loss import answer_loss_sum
 from .prepare import Prepared, model_signature, prepare_full, prepare_lora
 
@@ -122,59 +123,6 @@ def _schedule(steps: int, warmup: float) -> Callable[[int], float]:
     return factor
 
 
-def _launched() -> bool:
-    """True under a multi-process launch (``accelerate launch``/``torchrun``: LOCAL_RANK or WORLD_SIZE > 1)."""
-    return int(os.environ.get("LOCAL_RANK", -1)) != -1 or int(os.environ.get("WORLD_SIZE", 1)) > 1
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    """Where a model's inputs go: its input embeddings' device (the first device of a ``device_map``
-    model), else its first parameter's; the CPU for a model without parameters or only meta ones."""
-    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    weight = getattr(emb, "weight", None)
-    if isinstance(weight, torch.Tensor) and not weight.is_meta:
-        return weight.device
-    return next((p.device for p in model.parameters() if not p.is_meta), torch.device("cpu"))
-
-
-def _place(model: nn.Module, device: str | None) -> torch.device:
-    """Move ``model`` to ``device`` (checked like :func:`~affectlocus.load_model` checks it) unless it
-    is ``None``; return the device training runs on."""
-    if device is None or _launched():
-        return _model_device(model)
-    from ..models.loader import resolve_device as _device
-    target = _device(device)
-    if target.type == "cuda" and target.index is None:
-        target = torch.device("cuda", torch.cuda.current_device())
-    if len({str(d) for d in (getattr(model, "hf_device_map", None) or {}).values()}) > 1:
-        raise TuningError(f"the model was loaded with a device_map spreading it over "
-                          f"{sorted({str(d) for d in model.hf_device_map.values()})}; leave device=None to "
-                          f"train it where it is, or load it without device_map to move it to {device}")
-    if _model_device(model) != target:
-        model.to(target)
-    return target
-
-
-def _accelerator(device: torch.device | None = None):
-    """The process's Accelerator, following the model's ``device`` (CPU model → ``cpu=True``: nothing is
-    moved to a GPU behind the caller's back). Under a multi-process launch, or without a device, the
-    Accelerator is made as before (``cpu`` only when no GPU exists) and places the model itself.
-
-    accelerate's state is process-wide: its ``cpu`` flag counts only for the first Accelerator of a
-    process (and refuses ``cpu=True`` once a GPU state exists), so single-process training does its
-    own placement (see :func:`_run`) and ``cpu=True`` is only asked for while no state exists.
-    Mixed precision is *not* set here either: accelerate keeps it in the same process-wide state,
-    which refuses a second value, so a process that trained in fp32 could never train in bf16; the
-    trainer applies bf16 autocast around the forward itself (no grad scaler is needed for bf16, so
-    this is what accelerate would do)."""
-    from accelerate import Accelerator
-    from accelerate.state import PartialState
-    if device is None or _launched():
-        return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision="no")
-    fresh = not PartialState._shared_state
-    return Accelerator(cpu=device.type == "cpu" and fresh, mixed_precision="no")
-
-
 def _all_ok(acc, ok: bool) -> bool:
     """True on every process iff ``ok`` on every process (so one rank's failure stops them all)."""
     if acc.num_processes == 1:
@@ -221,14 +169,14 @@ def train(model: nn.Module | str, tokenizer=None, data: Sequence[tuple[str, str]
     cfg.validate()
     if isinstance(model, (str, Path)):
         from ..models import load_model
-        model, loaded_tok = load_model(model, device=None if _launched() else cfg.device)
+        model, loaded_tok = load_model(model, device=None if launched() else cfg.device)
         tokenizer = tokenizer or loaded_tok
     if isinstance(data, (str, Path)):
         data = load_pairs(data)
     dataset = data if isinstance(data, SFTDataset) else build_dataset(data, tokenizer, cfg.max_length, cfg.template)
-    device = _place(model, cfg.device)
-    acc = _accelerator(device)
-    if _launched():
+    device = place(model, cfg.device)
+    acc = accelerator(device)
+    if launched():
         device = acc.device  # accelerate places the model on this process's device, as before
     on_gpu = device.type == "cuda"
     bf16 = cfg.bf16 if cfg.bf16 is not None else on_gpu and torch.cuda.is_bf16_supported()
@@ -307,7 +255,7 @@ def _run(prep: Prepared, data: SFTDataset, out: Path, cfg: TrainConfig, ident: d
     if prep.no_decay:
         groups.append({"params": [p for _, p in prep.params if id(p) in prep.no_decay], "weight_decay": 0.0})
     # one process: the model is already where it trains (accelerate's process-wide device may differ)
-    model = acc.prepare_model(net) if _launched() else acc.prepare_model(net, device_placement=False)
+    model = acc.prepare_model(net) if launched() else acc.prepare_model(net, device_placement=False)
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else nullcontext
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999), eps=1e-8)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg.steps, cfg.warmup))
