@@ -6,7 +6,7 @@
    batch without it)
 3. for reference: batched generation (batch 16) + judge, and each mode's accuracy.
 
-Every arm runs through :func:`affectlocus.bench.evaluate` without a results cache (so prompt
+Every arm runs through :func:`affectlocus.evaluate` without a results cache (so prompt
 building, batching and judging are included), interleaved round-robin so machine noise hits all.
 
 Run: ``.venv/bin/python benchmarks/bench_eval.py [--threads N] [--n-label 64] [--n-generate 12]``
@@ -28,7 +28,8 @@ import torch  # noqa: E402
 
 import affectlocus as al  # noqa: E402
 from _common import save_json  # noqa: E402
-from affectlocus.bench import PromptStyle, evaluate, load_task  # noqa: E402
+from affectlocus.evaluation import evaluate  # noqa: E402
+from affectlocus.tasks import PromptStyle, load_task  # noqa: E402
 
 TASKS = ("rt-polarity", "tweets-sentiment")
 
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
               "label_vs_generate_batch16": rate["label_prefix_cache"] / rate["generate_batch16"],
               "prefix_cache_speedup": rate["label_prefix_cache"] / rate["label_no_prefix_cache"]}
     prefix_tokens = {}
-    from affectlocus.bench.prompts import build_label_prompts
+    from affectlocus.tasks.prompts import build_label_prompts
     for t in label_tasks:
         p = build_label_prompts(tok, t.labels, [e.text for e in t.test], t.train, style=style)
         prefix_tokens[t.name] = {"prefix": len(p.prefix_ids),

@@ -12,7 +12,7 @@ On CUDA it
 
 1. builds a Qwen2.5-0.5B-shaped ``Qwen2ForCausalLM`` with random weights in bf16 on ``cuda`` (or loads
    ``--model PATH`` with ``AutoModelForCausalLM``) and a character-level tokenizer built in code
-   (:func:`affectlocus.bench.prompts.char_tokenizer`; a real checkpoint's own tokenizer when it has one);
+   (:func:`affectlocus.tasks.prompts.char_tokenizer`; a real checkpoint's own tokenizer when it has one);
 2. trains gate-only LoRA for a few steps (``al.train``, bf16) and saves the adapter; checks the base
    weights come back bit-identical after ``TrainResult.restore()``;
 3. writes a safetensors donor (all seven projections of every layer, perturbed);
@@ -147,7 +147,7 @@ def site_weights(model, sites) -> dict[str, torch.Tensor]:
 # --------------------------------------------------------------------------------------------- model
 def build_model(args, device: torch.device, dtype: torch.dtype):
     """(model, tokenizer, description) — tiny qwen2, a Qwen2.5-0.5B-shaped random model, or ``--model``."""
-    from affectlocus.bench.prompts import char_tokenizer
+    from affectlocus.tasks.prompts import char_tokenizer
     if args.model:
         import transformers
         path = Path(args.model).expanduser()
@@ -188,7 +188,7 @@ def write_donor(model, sites, path: Path, device: torch.device) -> None:
 
 
 def toy_task():
-    from affectlocus.bench.datasets import Example, Task
+    from affectlocus.tasks.datasets import Example, Task
     ex = [Example(t, lab, f"smoke-{i:02d}") for i, (t, lab) in enumerate(ROWS)]
     return Task("smoke-sentiment", LABELS, "en", ex[:6], ex[6:], "tiny built-in sentiment task", "gpu_smoke", 0)
 
@@ -204,7 +204,7 @@ def run(args) -> dict:
     import inspect
 
     import affectlocus as al
-    from affectlocus.bench.prompts import PromptStyle
+    from affectlocus.tasks.prompts import PromptStyle
 
     sm.info["device_name"] = (torch.cuda.get_device_name(device) if device.type == "cuda"
                               else platform.processor() or platform.machine())

@@ -14,8 +14,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 SCALE = float(os.environ.get("AFFECTLOCUS_NB_SCALE", "1.0"))
 import torch
 import affectlocus as al
-from affectlocus.bench import load_task
-from affectlocus.bench.prompts import PromptStyle, build_label_prompts, label_training_pairs
+from affectlocus.tasks import load_task
+from affectlocus.tasks.prompts import PromptStyle, build_label_prompts, label_training_pairs
 from affectlocus.tuning.data import SFTDataset
 model, tok = al.load_model("smollm2-135m")   # SmolLM2-135M-Instruct, Q4_1-dequantised, embedded
 task = load_task("rt-polarity")

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from affectlocus.bench import Example, Task
+from affectlocus.tasks import Example, Task
 from affectlocus.sites import CANONICAL
 
 POS, NEG = "aeiou", "bcdfg"

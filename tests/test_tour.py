@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import affectlocus as al
-from affectlocus.bench.datasets import Example, Task
-from affectlocus.bench.prompts import PromptStyle, char_tokenizer
+from affectlocus.tasks.datasets import Example, Task
+from affectlocus.tasks.prompts import PromptStyle, char_tokenizer
 from affectlocus.tour import LABELS, PROMPTS, label_probs
 
 TEXTS = [t for t, _ in PROMPTS]

@@ -26,7 +26,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     """``evaluate`` loads the bench runner (datasets, judges, prompts) only when first used."""
     if name == "evaluate":
-        from .bench.runner import evaluate
+        from .evaluation.runner import evaluate
         return evaluate
     raise AttributeError(f"module 'affectlocus' has no attribute {name!r}")
 

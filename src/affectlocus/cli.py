@@ -11,8 +11,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="affectlocus", description=(
         "Find where a fine-tune lives inside a transformer LLM, and prove it by moving it."))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    from .bench.run_cli import register as register_bench_run
-    from .bench.score_cli import add_score_parser
+    from .evaluation.cli import register as register_bench_run
+    from .unibench.cli import add_score_parser
     from .diff.cli import register as register_diff
     from .study.cli import register as register_study
     from .tour import register as register_tour

@@ -47,6 +47,11 @@ class InterventionError(AffectLocusError):
     """An intervention that cannot be applied as asked (bad argument, conflicting state)."""
 
 
+class ConfigError(AffectLocusError, ValueError):
+    """A configuration field or option value is missing, unknown or out of range (e.g. a study field,
+    a metric name); the message names the allowed values."""
+
+
 class ModelLoadError(AffectLocusError):
     """A model could not be loaded from the given name or path."""
 
@@ -76,6 +81,7 @@ __all__ = [
     "ShapeMismatchError",
     "NonFiniteError",
     "InterventionError",
+    "ConfigError",
     "ModelLoadError",
     "DataError",
     "TuningError",

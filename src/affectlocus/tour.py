@@ -35,8 +35,8 @@ def label_probs(model, tokenizer, texts: list[str], labels=LABELS) -> np.ndarray
     after each text's zero-shot label prompt (the evaluator's prompt and scorer; exact for multi-token
     labels). A fresh scorer every call: it caches the prefix's keys and values, which an intervention
     changes."""
-    from .bench.predict import LabelScorer
-    from .bench.prompts import PromptStyle, build_label_prompts
+    from .evaluation.predict import LabelScorer
+    from .tasks.prompts import PromptStyle, build_label_prompts
 
     p = build_label_prompts(tokenizer, labels, texts, style=PromptStyle(shots_per_label=0))
     scorer = LabelScorer(model, p.prefix_ids, p.label_ids, pad_id=tokenizer.pad_token_id or 0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from affectlocus.bench.runner import chance_level, classification_metrics
+from affectlocus.evaluation.runner import chance_level, classification_metrics
 from affectlocus.study import claims, health, stats
 
 K = 3

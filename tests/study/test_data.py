@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from affectlocus.bench.datasets import Example, Task
-from affectlocus.bench.prompts import PromptStyle, build_label_prompts, char_tokenizer
+from affectlocus.tasks.datasets import Example, Task
+from affectlocus.tasks.prompts import PromptStyle, build_label_prompts, char_tokenizer
 from affectlocus.study.data import affective_dataset, affective_examples, control_dataset
 from affectlocus.tuning.data import IGNORE
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from affectlocus.bench.classification import classification_metrics
-from affectlocus.bench.prompts import char_tokenizer
+from affectlocus.tasks.classification import classification_metrics
+from affectlocus.tasks.prompts import char_tokenizer
 from affectlocus.models import tiny_model
 from affectlocus.study import Study, StudyConfig
 

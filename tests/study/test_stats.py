@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from affectlocus.bench.runner import chance_level, classification_metrics
+from affectlocus.evaluation.runner import chance_level, classification_metrics
 from affectlocus.study import stats
 
 K = 3

@@ -207,8 +207,8 @@ def test_cpu_model_trains_on_cpu_even_when_a_gpu_exists(make, tok, pairs, tmp_pa
 
 # ---- bench --------------------------------------------------------------------------------------------
 def test_bench_cli_bf16(tmp_path, loads, capsys):
-    from affectlocus.bench.prompts import char_tokenizer
-    from affectlocus.bench.run_cli import main as bench_main
+    from affectlocus.tasks.prompts import char_tokenizer
+    from affectlocus.evaluation.cli import main as bench_main
     tiny_model("llama", seed=2).save_pretrained(tmp_path / "m")
     char_tokenizer().save_pretrained(tmp_path / "m")
     argv = ["--model", str(tmp_path / "m"), "--tasks", "rt-polarity", "--max-examples", "4", "--n-boot", "20",

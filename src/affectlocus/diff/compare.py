@@ -74,7 +74,7 @@ def diff(base: Any, tuned: Any, modules: ModuleSpec = "all", layers: LayerSpec =
     finally:
         for reader in readers:
             reader.close()
-    from .. import __version__
+    from .._version import __version__
     meta = {"base": base_src.description, "tuned": tuned_src.description,
             "model_type": _field(configs[0][1], "model_type") if configs else None,
             "num_layers": stack.num_layers,

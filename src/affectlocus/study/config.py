@@ -7,7 +7,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from ..errors import AffectLocusError
+from ..errors import ConfigError
 
 STEPS = ("tune", "health", "locate", "inherit", "targeted", "ablate", "interpolate", "cost", "neurons",
          "unibench")
@@ -25,10 +25,6 @@ QUICK_ABLATE = ("gate", "up", "down")
 #: The quick demo's short instruction (the prompt's shared prefix is paid at every training step).
 QUICK_INSTRUCTION = "Answer with one word: {labels}."
 METRICS = ("balanced_accuracy", "accuracy", "weighted_f1", "macro_f1")
-
-
-class ConfigError(AffectLocusError, ValueError):
-    """A study configuration field is missing, unknown or out of range."""
 
 
 @dataclass
@@ -58,7 +54,9 @@ class StudyConfig:
     rank: int = 8                           # LoRA r (same for every module set: "uniform rank")
     alpha: float = 16.0
     max_length: int = 96                    # tokens per training example (prompt + answer)
-    bf16: bool | None = None                # bf16 autocast (training and scoring): None → on a GPU; True also on CPU
+    bf16: bool | None = None                # bf16 autocast (training and scoring). None: where bf16 kernels are
+                                            # native (a bf16 GPU, an AVX-512/AMX CPU), fp32 elsewhere; the run
+                                            # resolves it once and records the choice in config.json
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # all-module and GET adapters (≥ 3 for verdicts)
     aux_seeds: int = 1                      # the first N seeds also train the control and other single modules
     targeted: list[str] = field(default_factory=lambda: ["up"])   # besides gate and all
@@ -73,7 +71,7 @@ class StudyConfig:
     bootstrap: int = 2000                   # bootstrap draws for confidence intervals
     eval_batch_size: int = 16
     skip: list[str] = field(default_factory=list)   # steps to skip (names from STEPS)
-    # MER-UniBench from your subtitle CSVs + label files (affectlocus.bench.subtitles); unset: step skipped.
+    # MER-UniBench from your subtitle CSVs + label files (affectlocus.evaluation.subtitles); unset: step skipped.
     unibench: str | None = None             # sources TOML/JSON or folder (relative to the config file)
     unibench_datasets: list[str] = field(default_factory=list)   # empty: every dataset with subtitles
     unibench_mode: str = "label"            # "label" (likeliest label) or "generate" (answer + lexicon judge)
@@ -116,7 +114,7 @@ class StudyConfig:
         if self.unibench_max is not None and self.unibench_max < 1:
             raise ConfigError(f"unibench_max = {self.unibench_max} is below its minimum 1")
         if self.unibench_datasets:
-            from ..bench.outputs import normalise_dataset
+            from ..unibench.outputs import normalise_dataset
             from ..errors import DataError
             try:
                 self.unibench_datasets = [normalise_dataset(n) for n in self.unibench_datasets]
@@ -160,13 +158,13 @@ class StudyConfig:
 
 def quick() -> StudyConfig:
     """The demo configuration: the embedded model and suite on 2 CPU cores (docs/demo-recipe.md)."""
-    return StudyConfig(bf16=True, instruction=QUICK_INSTRUCTION, max_train_chars=110)
+    return StudyConfig(instruction=QUICK_INSTRUCTION, max_train_chars=110)
 
 
 def full(out: str = "runs/demo-full") -> StudyConfig:
     """``--full``: more steps, examples, seeds and the whole single-module grid (hours on CPU)."""
     return StudyConfig(out=out, n_train=1024, n_eval=300, steps=150, seeds=[0, 1, 2], aux_seeds=3,
-                       max_train_chars=None, bf16=True,
+                       max_train_chars=None,
                        targeted=["q", "k", "v", "o", "up", "down", "attn", "mlp", "attn+gate", "attn+up",
                                  "attn+down", "gate+up", "gate+down", "up+down"],
                        inherit_sets=list(INHERIT_SETS), ablate_modules=list(CANONICAL_SINGLES),

@@ -1,6 +1,6 @@
 """Training data for the study, in exactly the token layout the evaluator scores.
 
-Affective pairs are :func:`affectlocus.bench.prompts.label_training_pairs` of each task's *train*
+Affective pairs are :func:`affectlocus.tasks.prompts.label_training_pairs` of each task's *train*
 split (the label prompt's prefix + query, then the true label's continuation), so a fine-tune is
 trained on the very format its score reads. The arithmetic control uses the same chat layout with
 its own instruction.
@@ -10,7 +10,7 @@ from __future__ import annotations
 from itertools import zip_longest
 from typing import Sequence
 
-from ..bench.prompts import PromptStyle, answer_prompt_pairs, label_training_pairs
+from ..tasks.prompts import PromptStyle, answer_prompt_pairs, label_training_pairs
 from ..tuning.data import SFTDataset, arithmetic_control as _arithmetic
 
 CONTROL_INSTRUCTION = "Solve the word problem. Answer with exactly one number."

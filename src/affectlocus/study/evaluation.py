@@ -1,4 +1,4 @@
-"""The study's scores: :func:`affectlocus.bench.runner.evaluate` (the one evaluator) turned into score rows.
+"""The study's scores: :func:`affectlocus.evaluation.runner.evaluate` (the one evaluator) turned into score rows.
 
 The runner does the work — exact multi-token label scoring with the shared prefix's KV cache,
 batching, logits only at answer positions — and caches per-example records keyed by the model's
@@ -17,8 +17,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..bench.prompts import PromptStyle
-from ..bench.runner import evaluate, model_env
+from ..tasks.prompts import PromptStyle
+from ..evaluation.runner import evaluate, model_env
 from . import stats
 
 
@@ -57,7 +57,7 @@ class StudyEvaluator:
 
 
 def to_row(scores, tasks: Sequence, metric: str) -> dict:
-    """A :class:`~affectlocus.bench.runner.Scores` as a study score row (see :mod:`.stats`)."""
+    """A :class:`~affectlocus.evaluation.runner.Scores` as a study score row (see :mod:`.stats`)."""
     per_task = {}
     for task in tasks:
         t = scores.tasks[task.name]

@@ -263,7 +263,7 @@ def figures(study, results) -> dict[str, str]:
 # ---- 9. MER-UniBench (optional) -----------------------------------------------------------------
 def unibench(study, results) -> dict:
     """The eight-task benchmark from the user's subtitles: base, grafts of the affective adapter, GET."""
-    from ..bench.subtitles import run_unibench
+    from ..evaluation.subtitles import run_unibench
     from ..registry import intervene
     cfg, seed = study.cfg, study.cfg.seeds[0]
     affect = study.adapter("affect-all", "all", seed)

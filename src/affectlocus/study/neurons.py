@@ -14,7 +14,7 @@ from ..diff import DiffTable
 from ..interventions import graft, neuron_mask, record
 from ..registry import intervene
 from ..sites import find_decoder
-from ..bench.prompts import answer_prompt_pairs, build_label_prompts
+from ..tasks.prompts import answer_prompt_pairs, build_label_prompts
 from ..tuning.data import arithmetic_control
 from .data import CONTROL_INSTRUCTION
 

@@ -21,9 +21,10 @@ from typing import Callable, Mapping
 
 from tqdm.auto import tqdm
 
-from ..bench import Task, load_task
-from ..bench.prompts import PromptStyle
+from ..tasks import Task, load_task
+from ..tasks.prompts import PromptStyle
 from ..models import load_model
+from ..models.loader import fast_bf16, model_device
 from .._io import atomic_write_text as atomic_write
 from . import claims, stats
 from .config import STEPS, StudyConfig
@@ -45,13 +46,16 @@ class Study:
 
     def __init__(self, cfg: StudyConfig, model=None, tokenizer=None, progress: bool = True,
                  log: Callable[[str], None] = print, tasks: Mapping[str, Task] | None = None):
-        self.cfg, self.progress, self.log = cfg, progress, log
+        self.progress, self.log = progress, log
         self.run = Path(cfg.out)
         self.run.mkdir(parents=True, exist_ok=True)
         if model is None:
             extra = {"device_map": cfg.device_map} if cfg.device_map else {}
             model, tokenizer = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device, **extra)
         self.model, self.tok = model, tokenizer
+        if cfg.bf16 is None:  # resolved once: fingerprints, caches and config.json name the precision used
+            cfg = dataclasses.replace(cfg, bf16=fast_bf16(model_device(model)))
+        self.cfg = cfg
         given = dict(tasks or {})  # your own Task objects, by the names the config uses
 
         def task(name: str, max_test: int | None = None) -> Task:

@@ -157,7 +157,7 @@ def versions() -> dict[str, str]:
     import torch
     import transformers
 
-    from .. import __version__
+    from .._version import __version__
     return {"affectlocus": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "transformers": transformers.__version__, "peft": peft.__version__,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}

@@ -21,7 +21,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..bench.classification import classification_metrics, percentile_ci as interval
+from ..tasks.classification import classification_metrics, percentile_ci as interval
 
 Row = Mapping[str, object]
 #: Bootstrap draws of the study's CIs (seeded; see :class:`Bootstrap`).

@@ -10,10 +10,10 @@ import torch
 from sklearn.metrics import f1_score
 
 import affectlocus as al
-from affectlocus.bench import runner
-from affectlocus.bench.datasets import Example, Task
-from affectlocus.bench.prompts import PromptStyle, char_tokenizer
-from affectlocus.bench.runner import Scores, classification_metrics, evaluate, model_fingerprint, score_classification
+from affectlocus.evaluation import runner
+from affectlocus.tasks.datasets import Example, Task
+from affectlocus.tasks.prompts import PromptStyle, char_tokenizer
+from affectlocus.evaluation.runner import Scores, classification_metrics, evaluate, model_fingerprint, score_classification
 from affectlocus.models import tiny_model
 
 LABELS = ("negative", "neutral", "positive")
@@ -151,7 +151,7 @@ def test_scores_frame_roundtrip_and_mean_ci(model, tok, tmp_path):
 
 
 def test_embedded_task_names_and_cli(model, tok, tmp_path, capsys):
-    from affectlocus.bench.run_cli import main
+    from affectlocus.evaluation.cli import main
     model.save_pretrained(tmp_path / "m")
     tok.save_pretrained(tmp_path / "m")
     argv = ["--model", str(tmp_path / "m"), "--tasks", "rt-polarity", "--max-examples", "6", "--n-boot", "50",
@@ -174,7 +174,7 @@ def test_embedded_task_names_and_cli(model, tok, tmp_path, capsys):
 def test_adapter_is_grafted_only_where_it_has_weights(tmp_path):
     from peft import LoraConfig, get_peft_model
 
-    from affectlocus.bench.run_cli import adapter_grafts, split_graft, split_zero
+    from affectlocus.evaluation.cli import adapter_grafts, split_graft, split_zero
     base = tiny_model("llama", seed=8)
     peft_model = get_peft_model(tiny_model("llama", seed=8),
                                 LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
@@ -191,8 +191,8 @@ def test_adapter_is_grafted_only_where_it_has_weights(tmp_path):
 def test_register_on_the_bench_parser_keeps_its_subcommands():
     import argparse
 
-    from affectlocus.bench.run_cli import register, run_bench
-    from affectlocus.bench.score_cli import add_score_parser
+    from affectlocus.evaluation.cli import register, run_bench
+    from affectlocus.unibench.cli import add_score_parser
     top = argparse.ArgumentParser(prog="affectlocus")
     bench = top.add_subparsers(dest="command").add_parser("bench")
     add_score_parser(bench.add_subparsers(dest="bench_command"))

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from affectlocus.bench.judges import LexiconJudge, LLMJudge, map_to_label, parse_emotion_list, tokens
-from affectlocus.bench.metrics import hit_rate
-from affectlocus.bench.prompts import char_tokenizer
-from affectlocus.bench.wheels import EmotionWheels
+from affectlocus.evaluation.judges import LexiconJudge, LLMJudge, map_to_label, parse_emotion_list, tokens
+from affectlocus.unibench.metrics import hit_rate
+from affectlocus.tasks.prompts import char_tokenizer
+from affectlocus.unibench.wheels import EmotionWheels
 from affectlocus.models import tiny_model
 
 WHEELS = Path(__file__).resolve().parents[3] / "shared" / "mer-unibench" / "emotion_wheel"

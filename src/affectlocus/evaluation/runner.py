@@ -1,4 +1,4 @@
-"""The bench runner: evaluate a model *as it currently is* (any intervention stack active) on tasks,
+"""The evaluator: evaluate a model *as it currently is* (any intervention stack active) on tasks,
 with a results cache, resume after a kill, and scores with seeded bootstrap confidence intervals.
 
 Cache: ``cache_dir/<task>/<key>/`` where ``key`` hashes (fingerprint of the current weights and
@@ -24,11 +24,11 @@ import torch
 
 from .._io import atomic_write_text
 from ..errors import DataError
-from .classification import chance_level, classification_metrics, percentile_ci
-from .datasets import Example, Task, load_task
+from ..tasks.classification import chance_level, classification_metrics, percentile_ci
+from ..tasks.datasets import Example, Task, load_task
 from .judges import Judge, LexiconJudge, map_to_label
 from .predict import LabelScorer, generate_answers
-from .prompts import PromptStyle, build_label_prompts, generation_prompts, task_kind, tokenizer_fingerprint
+from ..tasks.prompts import PromptStyle, build_label_prompts, generation_prompts, task_kind, tokenizer_fingerprint
 
 RUNNER_VERSION = "runner-1"
 MODES = ("label", "generate")

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..models.loader import model_device
-from .prompts import encode
+from ..tasks.prompts import encode
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -262,7 +262,7 @@ def generate_answers(model: torch.nn.Module, tokenizer, prompts: Sequence[str], 
 
 def _stop_ids(tokenizer) -> list[int]:
     """EOS plus the chat template's end-of-turn token when it is a single token."""
-    from .prompts import has_chat_template, turn_end
+    from ..tasks.prompts import has_chat_template, turn_end
     stops = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     if has_chat_template(tokenizer):
         end = encode(tokenizer, turn_end(tokenizer))

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score
 
-from affectlocus.bench import runner
-from affectlocus.bench.metrics import hit_rate
-from affectlocus.bench.prompts import char_tokenizer
-from affectlocus.bench.subtitles import UniBenchSources, run_unibench, score_emotion, unibench_task, wheel_hits
-from affectlocus.bench.wheels import EmotionWheels
+from affectlocus.evaluation import runner
+from affectlocus.unibench.metrics import hit_rate
+from affectlocus.tasks.prompts import char_tokenizer
+from affectlocus.evaluation.subtitles import UniBenchSources, run_unibench, score_emotion, unibench_task, wheel_hits
+from affectlocus.unibench.wheels import EmotionWheels
 from affectlocus.errors import DataError
 from affectlocus.models import tiny_model
 

@@ -18,8 +18,8 @@ from typing import Sequence
 from .._io import atomic_write_text
 from ..errors import AffectLocusError, DataError
 from ..models.cli_args import add_device_args, device_kwargs
-from .outputs import normalise_dataset
-from .prompts import PromptStyle
+from ..unibench.outputs import normalise_dataset
+from ..tasks.prompts import PromptStyle
 from .runner import METRICS, MODES, Scores, _safe, evaluate
 
 _HELP = "score a model (± adapter, grafts, zeroing) on affective tasks; cached and resumable"

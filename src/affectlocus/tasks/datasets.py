@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ..errors import DataError, _preview
-from .data_embedded import read_rt_polarity, read_tweets, read_zh_reviews, text_key
-from .data_meld import MELD_EMOTIONS, MELD_SENTIMENTS, meld_folder, read_meld
+from .embedded import read_rt_polarity, read_tweets, read_zh_reviews, text_key
+from .meld import MELD_EMOTIONS, MELD_SENTIMENTS, meld_folder, read_meld
 
 #: Fraction of each label held out as test in the embedded tasks.
 TEST_FRACTION = 0.2

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from affectlocus.bench import UNIBENCH_DATASETS, EmotionWheels, main_score, score_results_folder
-from affectlocus.bench.outputs import summary_mean
+from affectlocus.unibench import UNIBENCH_DATASETS, EmotionWheels, score_results_folder
+from affectlocus.unibench.cli import main_score
+from affectlocus.unibench.outputs import summary_mean
 
 #: results folder → (dataset, published score, best checkpoint among the seven shipped)
 PUBLISHED = {
@@ -115,7 +116,7 @@ def test_cli_hand_built_sentiment_file(tmp_path: Path, capsys: pytest.CaptureFix
 def test_add_score_parser_wires_a_subcommand(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import argparse
 
-    from affectlocus.bench import add_score_parser
+    from affectlocus.unibench.cli import add_score_parser
 
     corpus = np.empty((), dtype=object)
     corpus[()] = {"v1": {"emo": 0, "val": 1.0}, "v2": {"emo": 0, "val": -1.0}}

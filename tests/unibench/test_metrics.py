@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from affectlocus.bench import (UNIBENCH_DATASETS, EmotionWheels, hit_rate, load_test_labels, mean_score,
-                               normalise_dataset, read_items, read_reasons, score_output, sentiment_scores)
-from affectlocus.bench.outputs import checkpoint_base, dataset_from_path, scoring_file
+from affectlocus.unibench import UNIBENCH_DATASETS, EmotionWheels, hit_rate, load_test_labels, mean_score, normalise_dataset, read_items, read_reasons, score_output, sentiment_scores
+from affectlocus.unibench.outputs import checkpoint_base, dataset_from_path, scoring_file
 from affectlocus.errors import DataError
 
 

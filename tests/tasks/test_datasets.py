@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from affectlocus.bench import data_embedded, datasets
-from affectlocus.bench.data_embedded import fix_text, text_key
-from affectlocus.bench.data_meld import read_meld
-from affectlocus.bench.datasets import (EMBEDDED_TASKS, Example, available_tasks, dataset_stats,
+from affectlocus.tasks import embedded as data_embedded, datasets
+from affectlocus.tasks.embedded import fix_text, text_key
+from affectlocus.tasks.meld import read_meld
+from affectlocus.tasks.datasets import (EMBEDDED_TASKS, Example, available_tasks, dataset_stats,
                                         load_task)
 from affectlocus.errors import DataError
 

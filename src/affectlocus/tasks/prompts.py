@@ -1,4 +1,4 @@
-"""Prompts for the bench runner: few-shot label prompts (shared prefix + per-example query) and
+"""Prompts for the evaluator: few-shot label prompts (shared prefix + per-example query) and
 open-ended prompts for generation.
 
 Label prompts are split into a **prefix** shared by every example of a task (instruction + few-shot

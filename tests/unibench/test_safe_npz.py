@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from affectlocus.bench.safe_npz import load_npz, load_npz_item
+from affectlocus.unibench.safe_npz import load_npz, load_npz_item
 from affectlocus.errors import DataError, UnsafeFileError
 
 

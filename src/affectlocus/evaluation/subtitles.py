@@ -1,7 +1,7 @@
 """Run a text LLM on the eight MER-UniBench tasks from their subtitles, scored as the benchmark does.
 
 You bring the files (nothing is bundled): per dataset a label npz (or a labels folder holding
-``<dataset>-process/…``, see :data:`~affectlocus.bench.outputs.LABEL_SPECS`) and a subtitle CSV with
+``<dataset>-process/…``, see :data:`~affectlocus.unibench.outputs.LABEL_SPECS`) and a subtitle CSV with
 a ``name`` column and an ``english`` and/or ``chinese`` column, plus the emotion-wheel folder for the
 emotion tasks. Describe them in a TOML/JSON config (paths relative to it)::
 
@@ -36,14 +36,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import DataError
-from .datasets import Example, Task
+from ..tasks.datasets import Example, Task
 from .judges import Judge, LexiconJudge
-from .metrics import hit_rate, sentiment_scores
-from .outputs import EMOTION_DATASETS, LABEL_SPECS, UNIBENCH_DATASETS, load_test_labels, normalise_dataset
-from .prompts import PromptStyle, tokenizer_fingerprint
+from ..unibench.metrics import hit_rate, sentiment_scores
+from ..unibench.outputs import EMOTION_DATASETS, LABEL_SPECS, UNIBENCH_DATASETS, load_test_labels, normalise_dataset
+from ..tasks.prompts import PromptStyle, tokenizer_fingerprint
 from .runner import (ResultCache, Scores, TaskScore, _ci, bootstrap_rng, classification_metrics,
                      intervention_stack, judge_records, model_fingerprint, run_task, task_key)
-from .wheels import EmotionWheels, parse_labels
+from ..unibench.wheels import EmotionWheels, parse_labels
 
 SENTIMENT_LABELS = ("negative", "neutral", "positive")
 

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from affectlocus.bench import EmotionWheels, hit_rate, parse_labels
+from affectlocus.unibench import EmotionWheels, hit_rate, parse_labels
 from affectlocus.errors import DataError
 
 NA = np.nan

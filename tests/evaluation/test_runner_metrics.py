@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
-from affectlocus.bench.runner import chance_level, classification_metrics
+from affectlocus.evaluation.runner import chance_level, classification_metrics
 
 # random predictions may use a class the truth lacks; sklearn warns about it, the metric is still defined
 pytestmark = pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from ..errors import DataError
-from .data_embedded import fix_text, require_columns
+from .embedded import fix_text, require_columns
 
 #: split name used in ids → file name
 MELD_FILES = {"train": "train_sent_emo.csv", "val": "dev_sent_emo.csv", "test": "test_sent_emo.csv"}

@@ -1,7 +1,7 @@
 """Judges: free-text answer → emotion words, and → positive / negative / neutral.
 
 :class:`LexiconJudge` is deterministic. Its emotion vocabulary is a built-in list of common emotion
-words, plus — when an :class:`~affectlocus.bench.wheels.EmotionWheels` is given — every surface form
+words, plus — when an :class:`~affectlocus.unibench.wheels.EmotionWheels` is given — every surface form
 of the wheel tables (``format.csv``) that maps onto at least one wheel, minus :data:`NOT_EMOTIONS`
 (generic words the tables list, e.g. "access", "open", "present"). Multi-word forms ("let down",
 "fed up") are matched longest first. Sentiment uses a small built-in polarity lexicon, the valence
@@ -26,7 +26,7 @@ import hashlib
 import re
 from typing import Iterable, Protocol, Sequence
 
-from .wheels import EmotionWheels, parse_labels
+from ..unibench.wheels import EmotionWheels, parse_labels
 
 NEGATORS = frozenset({"not", "no", "never", "without", "hardly", "barely", "scarcely", "nor", "neither",
                       "cannot", "lacks", "lacking", "nothing", "none", "nobody"})
@@ -270,7 +270,7 @@ class LLMJudge:
 
     def _ask(self, template: str, texts: Sequence[str]) -> list[str]:
         from .predict import generate_answers
-        from .prompts import GENERATION_SYSTEM, _chat, has_chat_template
+        from ..tasks.prompts import GENERATION_SYSTEM, _chat, has_chat_template
         out: list[str] = []
         for i in range(0, len(texts), self.batch_size):
             chunk = [template.format(text=t) for t in texts[i:i + self.batch_size]]
@@ -291,7 +291,7 @@ class LLMJudge:
     def sentiments(self, texts: Sequence[str]) -> list[str]:
         """negative / neutral / positive per text, by label scoring (the judge's most likely word)."""
         from .predict import LabelScorer
-        from .prompts import PromptStyle, build_label_prompts
+        from ..tasks.prompts import PromptStyle, build_label_prompts
         labels = ("negative", "neutral", "positive")
         style = PromptStyle(shots_per_label=0, instruction=self.sentiment_prompt)
         prompts = build_label_prompts(self.tokenizer, labels, list(texts), style=style)

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from affectlocus.bench.datasets import Example
-from affectlocus.bench.predict import LabelScorer, generate_answers, reference_logprobs
-from affectlocus.bench.prompts import (PromptStyle, build_label_prompts, char_tokenizer, generation_prompts,
+from affectlocus.tasks.datasets import Example
+from affectlocus.evaluation.predict import LabelScorer, generate_answers, reference_logprobs
+from affectlocus.tasks.prompts import (PromptStyle, build_label_prompts, char_tokenizer, generation_prompts,
                                        select_shots, turn_end)
 from affectlocus.models import tiny_model
 

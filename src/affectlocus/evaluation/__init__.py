@@ -1,0 +1,11 @@
+"""Running models on tasks: the one evaluator (:func:`evaluate`, exact label likelihoods or generation
++ judge, cached and resumable), its scorers and judges, and MER-UniBench from subtitles.
+``affectlocus bench`` is :mod:`.cli`."""
+from .judges import LexiconJudge, LLMJudge, map_to_label
+from .predict import LabelScorer, LabelScores, generate_answers, reference_logprobs
+from .runner import ResultCache, Scores, TaskScore, evaluate, run_task
+from .subtitles import UniBenchSources, run_unibench
+
+__all__ = ["LLMJudge", "LabelScorer", "LabelScores", "LexiconJudge", "ResultCache", "Scores", "TaskScore",
+           "UniBenchSources", "evaluate", "generate_answers", "map_to_label", "reference_logprobs", "run_task",
+           "run_unibench"]
