@@ -106,35 +106,31 @@ print(f"gate/all trainable parameters: {params['gate'] / params['all']:.3f}")"""
     "04_neurons.ipynb": [
         ("md", "# 04 · Neurons: which gate channels carry sentiment?\n\nRecord gate_proj activations, rank "
                "channels by how differently they fire on positive vs negative reviews, ablate the top-k vs "
-               "random-k, and fit a linear probe (`al.record`, `al.neuron_mask`)."),
+               "random-k, and fit a linear probe (`al.rank_neurons`, `al.neuron_mask`, `al.probe`)."),
         ("code", SETUP),
         ("code", """import numpy as np
 n = max(8, int(32 * SCALE))
 layer = 12
-def pooled(label):
-    \"\"\"Mean gate activation over each review's own tokens, in the evaluator's (zero-shot) prompt.\"\"\"
+def prompts(label):
+    \"\"\"The evaluator's (zero-shot) prompt token ids for n training reviews with this label.\"\"\"
     p = build_label_prompts(tok, task.labels, [e.text for e in task.train if e.label == label][:n], style=style)
-    rec = al.record(modules="gate", layers=layer)
-    with torch.no_grad(), al.intervene(model, rec):
-        for q in p.query_ids:
-            model(input_ids=torch.tensor([p.prefix_ids + q]))
-    # the shared prefix (instruction) is the same for every review: pool over the query tokens only
-    return np.stack([o[0, len(p.prefix_ids):].mean(0).numpy() for o in rec.outputs[f"layers.{layer}.gate"]])
-P, N = pooled("positive"), pooled("negative")
-rank = np.argsort(-np.abs(P.mean(0) - N.mean(0)))
-print("top channels:", rank[:10])"""),
+    return [p.prefix_ids + q for q in p.query_ids]
+pos, neg = prompts("positive"), prompts("negative")
+# mean gate activation over each prompt's tokens; channels ordered by |mean(pos) − mean(neg)|
+ranking = al.rank_neurons(model, pos, neg, modules="gate", layers=layer)
+print("top channels:", ranking.top(10)[layer])"""),
         ("code", """print("plain      ", round(score().mean, 3))
+random_ranking = al.rank_neurons(model, modules="gate", layers=layer, by="random", seed=0)
 for k in (16, 128):
-    with al.intervene(model, al.neuron_mask(rank[:k].tolist(), modules="gate", layers=layer)):
+    with al.intervene(model, al.neuron_mask(ranking.top(k), modules="gate")):
         top = score().mean
-    with al.intervene(model, al.neuron_mask(np.random.default_rng(0).permutation(1536)[:k].tolist(),
-                                             modules="gate", layers=layer)):
+    with al.intervene(model, al.neuron_mask(random_ranking.top(k), modules="gate")):
         rnd = score().mean
     print(f"k={k:4d} top-k {top:.3f}  random-k {rnd:.3f}")"""),
-        ("code", """from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import cross_val_score
-X, y = np.concatenate([P, N]), np.array([1] * len(P) + [0] * len(N))
-print("probe accuracy (5-fold):", cross_val_score(LogisticRegression(max_iter=2000), X, y, cv=5).mean().round(3))"""),
+        ("code", """# a linear probe on pooled gate activations: first half trains, second half tests (classes interleaved)
+mixed = [x for pair in zip(pos, neg) for x in pair]
+result = al.probe(model, mixed, [1, 0] * len(pos), modules="gate", layers=[0, layer, -1], train=0.5)
+print("probe accuracy per layer:", result.accuracy, " chance:", result.chance)"""),
         ("md", "Channels were ranked on the training texts and scored on held-out test texts. The full "
                "study (`affectlocus demo`) ranks by ΔW row norm as well, in the *affective* model."),
     ],

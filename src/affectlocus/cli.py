@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .errors import AffectLocusError
+from ._cli import run_guarded
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,15 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        return int(args.func(args) or 0)
-    except AffectLocusError as exc:
-        print(f"affectlocus: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("affectlocus: interrupted (finished work is kept; run the same command to resume)",
-              file=sys.stderr)
-        return 130
+    return run_guarded(args.func, args)
 
 
 if __name__ == "__main__":

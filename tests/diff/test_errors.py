@@ -126,7 +126,7 @@ def test_non_finite_weights(llama, twin, tmp_path):
 
 def test_bad_arguments(llama):
     base = llama(0)
-    with pytest.raises(al.SiteError, match="unknown metric"):
+    with pytest.raises(al.ConfigError, match="unknown metric"):
         diff(base, base, metrics="cosine", progress=False)
     with pytest.raises(al.SiteError, match="out of range"):
         diff(base, base, layers=7, progress=False)

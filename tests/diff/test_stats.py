@@ -80,5 +80,5 @@ def test_metric_names_and_parsing():
     assert quantile_name(0.5) == "relchg_q50" and quantile_name(0.999) == "relchg_q99_9"
     assert parse_metrics("l2,rms") == {"l2", "rms"} and "rows" in parse_metrics("all")
     assert "rows" not in parse_metrics(None)
-    with pytest.raises(al.SiteError, match="unknown metric"):
+    with pytest.raises(al.ConfigError, match="unknown metric"):
         parse_metrics("frobenius")

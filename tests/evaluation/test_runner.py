@@ -13,7 +13,8 @@ import affectlocus as al
 from affectlocus.evaluation import runner
 from affectlocus.tasks.datasets import Example, Task
 from affectlocus.tasks.prompts import PromptStyle, char_tokenizer
-from affectlocus.evaluation.runner import Scores, classification_metrics, evaluate, model_fingerprint, score_classification
+from affectlocus.evaluation.runner import Scores, classification_metrics, evaluate, score_classification
+from affectlocus.models.fingerprint import model_fingerprint
 from affectlocus.models import tiny_model
 
 LABELS = ("negative", "neutral", "positive")
@@ -171,10 +172,39 @@ def test_embedded_task_names_and_cli(model, tok, tmp_path, capsys):
     assert "SRC:MODULES" in capsys.readouterr().err
 
 
+def test_every_cli_shares_one_error_handler(capsys):
+    from affectlocus._cli import run_guarded
+    from affectlocus.errors import ConfigError
+
+    def fail(exc):
+        def handler(args):
+            raise exc
+        return handler
+    assert run_guarded(lambda args: None, None) == 0 and run_guarded(lambda args: 3, None) == 3
+    assert run_guarded(fail(ConfigError("unknown metric 'x'; choose one of a, b")), None) == 2
+    assert "affectlocus: error: ConfigError: unknown metric 'x'; choose one of a, b" in capsys.readouterr().err
+    assert run_guarded(fail(KeyboardInterrupt()), None) == 130
+    assert "interrupted (finished work is kept" in capsys.readouterr().err
+    with pytest.raises(ZeroDivisionError):  # a bug keeps its traceback
+        run_guarded(fail(ZeroDivisionError()), None)
+
+
+def test_task_lists_are_routed_before_anything_loads():
+    from affectlocus.errors import ConfigError
+    from affectlocus.evaluation.suite import parse_task_list, split_tasks
+    names = parse_task_list(" rt-polarity, mosi ,MER2023,")
+    assert names == ["rt-polarity", "mosi", "MER2023"]
+    assert split_tasks(names, "cfg.toml") == (["rt-polarity"], ["mosi", "MER2023"])
+    with pytest.raises(ConfigError, match="mosi, MER2023: MER-UniBench tasks need --unibench"):
+        split_tasks(names)
+    with pytest.raises(ConfigError, match="empty"):
+        parse_task_list(" , ")
+
+
 def test_adapter_is_grafted_only_where_it_has_weights(tmp_path):
     from peft import LoraConfig, get_peft_model
 
-    from affectlocus.evaluation.cli import adapter_grafts, split_graft, split_zero
+    from affectlocus.interventions.spec import adapter_grafts, parse_graft_spec, parse_site_spec
     base = tiny_model("llama", seed=8)
     peft_model = get_peft_model(tiny_model("llama", seed=8),
                                 LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
@@ -184,8 +214,8 @@ def test_adapter_is_grafted_only_where_it_has_weights(tmp_path):
     ids = torch.tensor([[5, 9, 20, 33, 7]])
     with torch.no_grad(), al.intervene(base, *grafts):
         np.testing.assert_allclose(base(ids).logits, peft_model(ids).logits, atol=1e-5)
-    assert split_graft("runs/a:o,gate:10:20") == ("runs/a", "o,gate", "10:20")
-    assert split_zero("gate") == ("gate", None) and split_zero("mlp:3-5") == ("mlp", "3-5")
+    assert parse_graft_spec("runs/a:o,gate:10:20") == ("runs/a", "o,gate", "10:20")
+    assert parse_site_spec("gate") == ("gate", None) and parse_site_spec("mlp:3-5") == ("mlp", "3-5")
 
 
 def test_register_on_the_bench_parser_keeps_its_subcommands():

@@ -70,3 +70,24 @@ def test_chance_level_known_values() -> None:
     assert chance_level(y, 3, "accuracy") == pytest.approx(0.5)
     assert chance_level([1, 1, 1, 1], 4, "accuracy") == pytest.approx(1.0)
     assert np.isnan(chance_level([], 3, "balanced_accuracy"))
+
+
+def test_score_cis_are_the_percentile_intervals_as_tuples() -> None:
+    from affectlocus.errors import ConfigError
+    from affectlocus.evaluation.runner import Scores, bootstrap_rng, score_classification
+    from affectlocus.tasks.classification import percentile_ci
+    labels = ("a", "b", "c")
+    truth = ["a", "b", "c", "a", "b", "c", "a", "a"]
+    preds = ["a", "b", "a", None, "b", "c", "c", "a"]
+    s = score_classification("t", labels, truth, preds, n_boot=200, seed=4)
+    y = np.array([labels.index(t) for t in truth])
+    p = np.array([labels.index(q) if q else -1 for q in preds])
+    idx = bootstrap_rng(4, "t").integers(0, len(y), (200, len(y)))
+    boot = classification_metrics(y[idx], p[idx], 3)
+    assert s.ci == tuple(percentile_ci(boot["balanced_accuracy"])) and isinstance(s.ci, tuple)
+    assert s.cis == {k: tuple(percentile_ci(v)) for k, v in boot.items()}
+    assert score_classification("t", labels, truth, preds, n_boot=0).ci is None
+    both = Scores.from_tasks([s, score_classification("u", labels, truth, preds, n_boot=200, seed=4)])
+    assert both.mean_ci == tuple(percentile_ci(np.mean(np.stack([s.boot, both["u"].boot]), axis=0)))
+    with pytest.raises(ConfigError, match="unknown metric 'f2'; choose one of balanced_accuracy"):
+        score_classification("t", labels, truth, preds, metric="f2")

@@ -153,3 +153,14 @@ def test_sharded_index_missing_shard(tiny, tmp_path):
     shards[-1].unlink()
     with pytest.raises(al.SourceError, match="missing"):
         SafetensorsSource(tmp_path / "ckpt")
+
+
+def test_lora_rank_from_config_must_match_the_factors():
+    key = "base_model.model.model.layers.{}.mlp.gate_proj.lora_{}.weight"
+    state = {key.format(0, "A"): torch.zeros(4, 8), key.format(0, "B"): torch.zeros(8, 4),
+             key.format(1, "A"): torch.zeros(2, 8), key.format(1, "B"): torch.zeros(8, 2)}
+    with pytest.raises(al.SourceError, match=r"layers\.1\.mlp\.gate_proj \(r=2, config 4\)"):
+        LoraSource(state, alpha=8, rank=4)
+    src = LoraSource(state, alpha=8, rank=4, rank_pattern={"layers.1.mlp.gate_proj": 2})
+    assert sorted(src.site_names())[1].endswith("layers.1.mlp.gate_proj")
+    assert LoraSource(state, alpha=8, rank=None).scale_of(key.format(1, "A")[:-len(".lora_A.weight")]) == 4.0

@@ -12,7 +12,7 @@ import pytest
 from affectlocus.tasks.classification import classification_metrics
 from affectlocus.tasks.prompts import char_tokenizer
 from affectlocus.models import tiny_model
-from affectlocus.study import Study, StudyConfig
+from affectlocus.study import Label, Study, StudyConfig
 
 from _planted import letters_task, widen
 
@@ -62,8 +62,8 @@ def run(root, plant: str) -> dict:
     return results, verdicts
 
 
-@pytest.mark.parametrize("plant, expected", [("gate", "supported"), ("up", "not supported"),
-                                             ("noise", "inconclusive")])
+@pytest.mark.parametrize("plant, expected", [("gate", Label.SUPPORTED), ("up", Label.NOT_SUPPORTED),
+                                             ("noise", Label.INCONCLUSIVE)])
 def test_planted_skill_gives_the_known_verdicts(shared, plant, expected):
     results, verdicts = run(shared, plant)
     for name, v in verdicts.items():

@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import affectlocus as al
+
 from affectlocus.evaluation.runner import chance_level, classification_metrics
 from affectlocus.study import stats
+from affectlocus.tasks.classification import percentile_ci
 
 K = 3
 METRIC = "balanced_accuracy"
@@ -100,7 +103,7 @@ def test_bootstrap_samples_centre_on_the_score() -> None:
 def test_bootstrap_rejects_rows_on_other_examples() -> None:
     a = make_row("a", truths(n=120), 0.6, rng=np.random.default_rng(1))
     b = make_row("b", truths(n=90), 0.6, rng=np.random.default_rng(1))
-    with pytest.raises(ValueError, match="examples"):
+    with pytest.raises(al.DataError, match="examples"):
         stats.Bootstrap.for_rows([a], DRAWS).samples(b)
 
 
@@ -227,12 +230,12 @@ def test_p_greater() -> None:
     assert stats.p_greater(np.array([np.nan])) == 1.0
 
 
-def test_interval() -> None:
+def test_percentile_ci() -> None:
     s = np.arange(1001, dtype=float)
-    assert stats.interval(s) == pytest.approx([25.0, 975.0])
-    assert stats.interval(s, 0.5) == pytest.approx([250.0, 750.0])
-    assert stats.interval(np.array([np.nan, np.inf])) is None
-    assert stats.interval(np.append(s, np.nan)) == pytest.approx([25.0, 975.0])
+    assert percentile_ci(s) == pytest.approx([25.0, 975.0])
+    assert percentile_ci(s, 0.5) == pytest.approx([250.0, 750.0])
+    assert percentile_ci(np.array([np.nan, np.inf])) is None
+    assert percentile_ci(np.append(s, np.nan)) == pytest.approx([25.0, 975.0])
 
 
 def test_holm_by_hand() -> None:

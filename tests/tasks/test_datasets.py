@@ -12,7 +12,7 @@ from affectlocus.tasks.embedded import fix_text, text_key
 from affectlocus.tasks.meld import read_meld
 from affectlocus.tasks.datasets import (EMBEDDED_TASKS, Example, available_tasks, dataset_stats,
                                         load_task)
-from affectlocus.errors import DataError
+from affectlocus.errors import ConfigError, DataError
 
 REPO = Path(__file__).resolve().parents[2]
 MELD = REPO.parent / "shared" / "meld"
@@ -123,7 +123,7 @@ def test_max_train_and_max_test_are_stratified_subsets():
     assert len(load_task("tweets-sentiment", max_test=10**9).test) == len(full.test)
     full.train.clear()  # callers get copies: mutating one does not touch the cache
     assert len(load_task("tweets-sentiment").train) == 12642
-    with pytest.raises(DataError, match="max_test"):
+    with pytest.raises(ConfigError, match="max_test"):
         load_task("tweets-sentiment", max_test=-1)
 
 

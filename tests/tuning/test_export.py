@@ -63,3 +63,18 @@ def test_export_of_a_trained_get_adapter(make, tok, pairs, tmp_path):
     loaded = peft.PeftModel.from_pretrained(make(), part)
     assert sorted(n for n, _ in loaded.named_parameters() if "lora_" in n) == sorted(
         n for n, _ in res.model.named_parameters() if "lora_" in n and "gate_proj" in n)
+
+
+def test_export_of_a_fused_adapter_keeps_whole_fused_weights(tiny, tmp_path):
+    model = tiny("phi3")
+    torch.manual_seed(0)
+    peft.get_peft_model(model, al.lora_config("all", r=2, model=model, init_lora_weights=False)
+                        ).save_pretrained(tmp_path / "full")
+    for kwargs in ({}, {"model": tiny("phi3")}):
+        out = al.export_adapter(tmp_path / "full", modules="attn", layers=-1, out=tmp_path / "attn", **kwargs)
+        part = al.open_source(out)
+        assert sorted(k.replace("base_model.model.", "") for k in part.site_names()) == [
+            "model.layers.1.self_attn.o_proj", "model.layers.1.self_attn.qkv_proj"]
+        with pytest.raises(al.SiteError, match="fused weight cannot be split"):
+            al.export_adapter(tmp_path / "full", modules="q", out=tmp_path / "q", **kwargs)
+    assert not (tmp_path / "q").exists()

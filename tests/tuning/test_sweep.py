@@ -62,3 +62,8 @@ def test_default_evaluation_is_heldout_loss(make, tok, pairs, tmp_path):
         sweep(model, tok, pairs, tmp_path, module_sets=["gate"], eval_data=pairs[:2], **{**CFG, "lr": 1e-3})
     with pytest.raises(al.SiteError, match="fused"):
         sweep(make("phi3"), tok, pairs, tmp_path / "phi", module_sets=["gate"], **CFG)
+
+
+def test_unknown_setting_is_a_typed_error_naming_the_fields(make, tok, pairs, tmp_path):
+    with pytest.raises(al.TuningError, match="TrainConfig fields: .*steps"):
+        sweep(make(), tok, pairs, tmp_path / "s", module_sets=["gate"], stepz=2, progress=False)

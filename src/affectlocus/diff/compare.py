@@ -15,7 +15,8 @@ from ..errors import ArchitectureError, NonFiniteError, ShapeMismatchError, Sour
 from ..sites import Site, find_decoder, select
 from ..sites.selection import LayerSpec, ModuleSpec
 from ..sources import LoraSource, SafetensorsSource, Source, StateDictSource, open_source
-from .readers import Prefetch, WeightReader, max_layer_index
+from ..sources.base import KeyIndex, layer_of_key
+from .readers import Prefetch, WeightReader
 from .stats import (CHUNK_ELEMENTS, DEFAULT_QUANTILES, DEFAULT_SAMPLE, HIST_EDGES, SiteAccumulator,
                     StatsConfig, factor_rows, parse_metrics)
 from .table import DiffTable, SiteResult
@@ -294,10 +295,9 @@ def _check_coverage(stack, skeleton: nn.Module, sites: list[Site], base_src: Sou
                     readers: list[WeightReader], layers_path: str | None) -> list[str]:
     """Fail on tensors the other side lacks or has extra; return notes on what was not compared."""
     notes: list[str] = []
-    n = stack.num_layers
+    n, layers_name = stack.num_layers, stack.path.rsplit(".", 1)[-1]
     for reader in readers[1:]:
-        keys = reader.source.site_names()
-        top = max_layer_index(keys)
+        top = KeyIndex(reader.source.site_names(), reader.source.description).max_layer(layers_name)
         if top >= n:
             raise ArchitectureError(f"{reader.source.description} has layers up to {top}, the base has "
                                     f"{n} (0..{n - 1}): different architectures")
@@ -305,7 +305,7 @@ def _check_coverage(stack, skeleton: nn.Module, sites: list[Site], base_src: Sou
         every = select(skeleton, "all", None, layers_path=layers_path)
         known = {tuned_src.index.find(s) for s in every} - {None}
         extra = [k for k in tuned_src.site_names() if f"{k}.weight" not in known]
-        beyond = [k for k in extra if max_layer_index([k]) >= n]
+        beyond = [k for k in extra if (i := layer_of_key(k, layers_name)) is not None and i >= n]
         if beyond:
             raise SourceError(f"{tuned_src.description} updates layers the base lacks "
                               f"({_preview(beyond)}; base has {n} layers): an adapter for another base?")

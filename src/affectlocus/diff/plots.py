@@ -6,7 +6,7 @@ nothing here touches pyplot's global state or needs a display.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 from matplotlib import colormaps
@@ -15,7 +15,10 @@ from matplotlib.figure import Figure
 
 from ..errors import DataError
 from ..sites import CANONICAL
-from .table import DiffTable, atomic_write
+from .._io import atomic_write
+
+if TYPE_CHECKING:  # tables draw themselves through this module
+    from .table import DiffTable
 
 LABELS = {"l2": "‖ΔW‖_F", "relative": "‖ΔW‖_F / (‖W_base‖_F + ε)",
           "rms": "‖ΔW‖_F / √numel", "base_l2": "‖W_base‖_F", "unchanged": "fraction of ΔW = 0"}

@@ -8,7 +8,6 @@ tensor and we slice it.
 from __future__ import annotations
 
 import queue
-import re
 import threading
 from pathlib import Path
 from typing import Iterator
@@ -95,15 +94,6 @@ class WeightReader:
         for f in self._files.values():
             f.close()
         self._files.clear()
-
-
-_LAYER_KEY = re.compile(r"(?:^|\.)layers\.(\d+)\.")
-
-
-def max_layer_index(keys) -> int:
-    """The largest ``layers.N`` index among checkpoint keys (−1 when none)."""
-    found = [int(m.group(1)) for k in keys for m in [_LAYER_KEY.search(k)] if m]
-    return max(found, default=-1)
 
 
 class Prefetch:

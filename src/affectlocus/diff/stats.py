@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from ..sites import CANONICAL
 from ..sources import LoraFactors
 from ..sources.base import row_blocks
@@ -32,7 +33,6 @@ SUB_ELEMENTS = 1 << 16     # elements per arithmetic step (stays in cache)
 
 def parse_metrics(metrics: str | tuple[str, ...] | list[str] | None) -> frozenset[str]:
     """Metric groups from names (``"all"`` = every group, ``None`` = the defaults)."""
-    from ..errors import SiteError
     if metrics is None:
         return frozenset(DEFAULT_METRICS)
     items = [metrics] if isinstance(metrics, str) else list(metrics)
@@ -47,9 +47,9 @@ def parse_metrics(metrics: str | tuple[str, ...] | list[str] | None) -> frozense
             elif word in METRIC_GROUPS:
                 out.add(word)
             elif word:
-                raise SiteError(f"unknown metric {word!r}; available: {', '.join(METRIC_GROUPS)}, all")
+                raise ConfigError(f"unknown metric {word!r}; available: {', '.join(METRIC_GROUPS)}, all")
     if not out:
-        raise SiteError(f"metric selection {metrics!r} is empty; available: {', '.join(METRIC_GROUPS)}")
+        raise ConfigError(f"metric selection {metrics!r} is empty; available: {', '.join(METRIC_GROUPS)}")
     return frozenset(out)
 
 

@@ -10,17 +10,15 @@ under ``--cache`` (default ``OUT/cache``): rerunning recomputes nothing, a kille
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 from typing import Sequence
 
-from .._io import atomic_write_text
-from ..errors import AffectLocusError, DataError
+from .._cli import run_standalone
+from ..errors import ConfigError
 from ..models.cli_args import add_device_args, device_kwargs
-from ..unibench.outputs import normalise_dataset
 from ..tasks.prompts import PromptStyle
-from .runner import METRICS, MODES, Scores, _safe, evaluate
+from .runner import METRICS, MODES
+from .suite import evaluate_tasks, parse_task_list, save_results, split_tasks
 
 _HELP = "score a model (± adapter, grafts, zeroing) on affective tasks; cached and resumable"
 DEFAULT_TASKS = "rt-polarity,tweets-sentiment"
@@ -64,92 +62,20 @@ def register(target: argparse.ArgumentParser | argparse._SubParsersAction) -> ar
     return _configure(target)
 
 
-def split_graft(spec: str) -> tuple[str, str, str | None]:
-    """``SRC:MODULES[:LAYERS]`` → (src, modules, layers); LAYERS may itself hold ':' (``10:20``)."""
-    from ..sites.selection import parse_modules
-    parts = spec.split(":")
-    for i in range(1, len(parts)):
-        try:
-            parse_modules(parts[i])
-        except AffectLocusError:
-            continue
-        src, layers = ":".join(parts[:i]), ":".join(parts[i + 1:]) or None
-        if src:
-            return src, parts[i], layers
-    raise DataError(f"--graft {spec!r}: expected SRC:MODULES[:LAYERS], e.g. runs/tuned:gate or "
-                    "runs/tuned:o,gate:10-19 (modules: q,k,v,o,gate,up,down, attn, mlp, all)")
-
-
-def split_zero(spec: str) -> tuple[str, str | None]:
-    """``MODULES[:LAYERS]`` → (modules, layers)."""
-    mods, _, layers = spec.partition(":")
-    if not mods:
-        raise DataError(f"--zero {spec!r}: expected MODULES[:LAYERS], e.g. gate or gate:10-19")
-    return mods, layers or None
-
-
-def adapter_grafts(model, path: str) -> list:
-    """Grafts applying an adapter exactly where it has weights (one per group of modules sharing
-    the same covered layers), so uncovered projections are left alone rather than copied."""
-    from ..interventions import graft
-    from ..sites import select
-    from ..sources import open_source
-    source = open_source(path)
-    layers: dict[str, list[int]] = {}
-    for site in select(model, "all"):
-        if source.covers(site):
-            layers.setdefault(site.module, []).append(site.layer)
-    if not layers:
-        raise DataError(f"--adapter {path}: it holds no weights for any projection of this model")
-    groups: dict[tuple[int, ...], list[str]] = {}
-    for module, ls in layers.items():
-        groups.setdefault(tuple(sorted(set(ls))), []).append(module)
-    return [graft(source, modules=mods, layers=list(ls)) for ls, mods in groups.items()]
-
-
-def build_interventions(adapters: Sequence[str], grafts: Sequence[str], zeros: Sequence[str],
-                        model=None) -> list:
-    """The intervention objects for ``--adapter`` / ``--graft`` / ``--zero`` (applied in that order).
-    Adapters need the ``model`` (to graft only the sites they cover)."""
-    from ..interventions import graft, zero
-    out = [g for a in adapters for g in (adapter_grafts(model, a) if model is not None else [graft(a)])]
-    for spec in grafts:
-        src, mods, layers = split_graft(spec)
-        out.append(graft(src, modules=mods, layers=layers))
-    for spec in zeros:
-        mods, layers = split_zero(spec)
-        out.append(zero(modules=mods, layers=layers))
-    return out
-
-
-def _is_unibench(name: str) -> bool:
-    try:
-        normalise_dataset(name)
-        return True
-    except DataError:
-        return False
-
-
 def run_bench(args: argparse.Namespace) -> int:
     """Handler: load, intervene, evaluate, print, write. Returns the exit code."""
     if not args.model:
         args._bench_parser.print_help()
         return 2
     if not args.out:
-        raise DataError("--out DIR is required (scores, predictions and the cache go there)")
+        raise ConfigError("--out DIR is required (scores, predictions and the cache go there)")
+    from ..interventions.spec import build_interventions
     from ..models import load_model
     from ..registry import intervene
     from .judges import LexiconJudge, LLMJudge
-    names = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    if not names:
-        raise DataError("--tasks is empty")
-    uni = [n for n in names if _is_unibench(n)]
-    embedded = [n for n in names if n not in uni]
-    if uni and not args.unibench:
-        raise DataError(f"{', '.join(uni)}: MER-UniBench tasks need --unibench CONFIG_OR_FOLDER (label npz + "
-                        "subtitle CSV per dataset, and the emotion wheels)")
+    names = parse_task_list(args.tasks)
+    split_tasks(names, args.unibench)  # MER-UniBench names without --unibench fail before loading
     out = Path(args.out)
-    cache = Path(args.cache) if args.cache else out / "cache"
     build_interventions([], args.graft, args.zero)  # fail on a malformed spec before loading anything
     placement = device_kwargs(args)  # a bad --device / --dtype / --device-map fails before loading too
     model, tok = load_model(args.model, **placement)
@@ -162,41 +88,25 @@ def run_bench(args: argparse.Namespace) -> int:
             judge = LLMJudge(jm, jt, seed=args.seed, name=args.judge_model)
         elif args.wheels:
             judge = LexiconJudge(args.wheels)
-    style = PromptStyle(shots_per_label=args.shots_per_label)
-    common = dict(seed=args.seed, cache_dir=cache, max_examples=args.max_examples, batch_size=args.batch_size,
-                  n_boot=args.n_boot, max_new_tokens=args.max_new_tokens, progress=not args.no_progress)
-    parts: list[Scores] = []
     with intervene(model, *interventions) as handle:
         described = handle.describe().split(": ", 1)[-1] if interventions else "none"
-        if embedded:
-            parts.append(evaluate(model, tok, embedded, args.mode, style=style, judge=judge, metric=args.metric,
-                                  meld_dir=args.meld_dir, **common))
-        if uni:
-            from .subtitles import run_unibench
-            parts.append(run_unibench(model, tok, args.unibench, uni, args.mode, judge=judge, **common))
-    tasks = [t for s in parts for t in s.tasks.values()]
-    scores = Scores.from_tasks(tasks, {**parts[0].meta, "model": args.model, "interventions": described,
-                                       "tasks": names}, {k: v for s in parts for k, v in s.records.items()})
+        scores = evaluate_tasks(
+            model, tok, names, args.mode, unibench=args.unibench, judge=judge,
+            style=PromptStyle(shots_per_label=args.shots_per_label), metric=args.metric, meld_dir=args.meld_dir,
+            seed=args.seed, cache_dir=Path(args.cache) if args.cache else out / "cache",
+            max_examples=args.max_examples, batch_size=args.batch_size, n_boot=args.n_boot,
+            max_new_tokens=args.max_new_tokens, progress=not args.no_progress)
+    scores.meta.update(model=args.model, interventions=described)
     print(f"model: {args.model}   interventions: {described}   mode: {args.mode}")
     print(scores.table())
-    scores.save(out / "scores.json")
-    scores.save(out / "scores.csv")
-    for task, records in scores.records.items():
-        atomic_write_text(out / "predictions" / f"{_safe(task)}.jsonl",
-                          "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-    print(f"written: {out / 'scores.json'}, {out / 'scores.csv'}, {out / 'predictions'}/")
+    scores_json, scores_csv, predictions = save_results(scores, out)
+    print(f"written: {scores_json}, {scores_csv}, {predictions}/")
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``affectlocus bench …`` on ``argv`` (errors → message on stderr, exit code 2)."""
-    parser = _configure(argparse.ArgumentParser(prog="affectlocus bench", description=_HELP))
-    args = parser.parse_args(list(argv) if argv is not None else None)
-    try:
-        return run_bench(args)
-    except AffectLocusError as exc:
-        print(f"affectlocus: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+    return run_standalone("affectlocus bench", _HELP, _configure, run_bench, argv)
 
 
-__all__ = ["adapter_grafts", "build_interventions", "main", "register", "run_bench", "split_graft", "split_zero"]
+__all__ = ["main", "register", "run_bench"]

@@ -213,10 +213,6 @@ class LexiconJudge:
         score = sum(self.valence(w) for w in emotions)
         return "positive" if score > 0 else "negative" if score < 0 else "neutral"
 
-    def to_label(self, emotions: Sequence[str], labels: Sequence[str]) -> str | None:
-        """The first emotion word that means one of ``labels`` (via basic emotions and wheel 1)."""
-        return map_to_label(emotions, labels, self.wheels)
-
 
 _WHEEL1_BASIC = {"happy": "joy", "sad": "sadness", "mad": "anger", "scared": "fear", "disgusted": "disgust",
                  "surprised": "surprise"}
@@ -263,7 +259,7 @@ class LLMJudge:
         self.name = name or getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
 
     def describe(self) -> str:
-        from .runner import model_fingerprint
+        from ..models.fingerprint import model_fingerprint
         h = hashlib.sha256((self.emotion_prompt + self.sentiment_prompt).encode()).hexdigest()[:8]
         return (f"llm({self.name}, weights={model_fingerprint(self.model)}, prompts={h}, "
                 f"max_new_tokens={self.max_new_tokens}, seed={self.seed})")

@@ -23,6 +23,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..errors import DataError
 from ..models.loader import model_device
 from ..tasks.prompts import encode
 
@@ -84,7 +85,9 @@ class LabelScorer:
         self.prefix = list(prefix_ids)
         self.labels = [list(x) for x in label_ids]
         if not self.labels or any(not x for x in self.labels):
-            raise ValueError("every label needs at least one token")
+            empty = [k for k, x in enumerate(self.labels) if not x]
+            raise DataError(f"label scoring needs at least one label and at least one token id per label; "
+                            f"got {len(self.labels)} labels" + (f", empty: {empty}" if empty else ""))
         self.reuse_prefix = reuse_prefix and len(self.prefix) > 0
         self.pad_id = pad_id
         self.device = model_device(model)
@@ -146,7 +149,8 @@ class LabelScorer:
         """``[B, K]`` summed label log-likelihoods for one batch of queries (one forward)."""
         queries = [list(q) for q in query_ids]
         if any(not q for q in queries):
-            raise ValueError("every query needs at least one token")
+            empty = [i for i, q in enumerate(queries) if not q]
+            raise DataError(f"every query needs at least one token id; queries {empty} of this batch are empty")
         Q = max(len(q) for q in queries)
         if not self._fits_window(Q):
             return np.stack([self._score_plain(q) for q in queries])

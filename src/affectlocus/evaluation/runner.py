@@ -23,12 +23,13 @@ import numpy as np
 import torch
 
 from .._io import atomic_write_text
-from ..errors import DataError
+from ..errors import ConfigError, DataError
+from ..models.fingerprint import model_fingerprint
 from ..tasks.classification import chance_level, classification_metrics, percentile_ci
 from ..tasks.datasets import Example, Task, load_task
+from ..tasks.prompts import PromptStyle, build_label_prompts, generation_prompts, label_kind, tokenizer_fingerprint
 from .judges import Judge, LexiconJudge, map_to_label
 from .predict import LabelScorer, generate_answers
-from ..tasks.prompts import PromptStyle, build_label_prompts, generation_prompts, task_kind, tokenizer_fingerprint
 
 RUNNER_VERSION = "runner-1"
 MODES = ("label", "generate")
@@ -36,30 +37,14 @@ METRICS = ("balanced_accuracy", "accuracy", "macro_f1", "weighted_f1")
 
 
 # ---------------------------------------------------------------- keys
-def model_fingerprint(model: torch.nn.Module, samples: int = 64) -> str:
-    """Fast checksum of the current weights: per tensor its name, shape, dtype, float64 sum and
-    ``samples`` values at fixed pseudo-random positions (no copy of any weight)."""
-    h = hashlib.sha256(type(model).__name__.encode())
-    with torch.no_grad():
-        for name, t in [*model.named_parameters(), *model.named_buffers()]:
-            flat = t.detach().reshape(-1)
-            n = flat.numel()
-            h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
-            if n == 0:
-                continue
-            idx = (torch.arange(samples, dtype=torch.int64) * 2654435761 + 7) % n
-            h.update(np.float64(flat.sum(dtype=torch.float64).item()).tobytes())
-            h.update(flat[idx.to(flat.device)].double().cpu().numpy().tobytes())
-    return h.hexdigest()[:20]
-
-
 def intervention_stack(model: torch.nn.Module) -> list[str]:
     """Stable descriptions of the active handles (without the per-process handle ids)."""
     from ..registry import active
     return ["; ".join(i.describe() for i in h.interventions) for h in active(model)]
 
 
-def _safe(name: str) -> str:
+def safe_name(name: str) -> str:
+    """``name`` as a file name: letters, digits and ``-_.`` kept, anything else ``_`` (80 at most)."""
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80] or "task"
 
 
@@ -73,7 +58,7 @@ class ResultCache:
         if self.root is None:
             return None
         text = json.dumps(key, sort_keys=True)
-        folder = self.root / _safe(str(key.get("task", "task"))) / hashlib.sha256(text.encode()).hexdigest()[:20]
+        folder = self.root / safe_name(str(key.get("task", "task"))) / hashlib.sha256(text.encode()).hexdigest()[:20]
         if not (folder / "key.json").exists():
             atomic_write_text(folder / "key.json", json.dumps(key, indent=1, sort_keys=True))
         return folder
@@ -102,11 +87,6 @@ def bootstrap_rng(seed: int, task: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(task.encode())])
 
 
-def _ci(dist: np.ndarray | None) -> tuple[float, float] | None:
-    ci = percentile_ci(dist) if dist is not None else None
-    return tuple(ci) if ci else None
-
-
 @dataclass
 class TaskScore:
     """One task's score: ``score`` is ``metrics[metric]``, ``ci`` its bootstrap 95% interval."""
@@ -122,6 +102,10 @@ class TaskScore:
     boot: np.ndarray | None = field(default=None, repr=False, compare=False)
     chance: float | None = None         # a constant predictor's best ``metric`` on these examples
 
+    def __post_init__(self) -> None:  # intervals are kept as tuples (percentile_ci gives lists)
+        self.ci = tuple(self.ci) if self.ci else None
+        self.cis = {k: tuple(v) if v else None for k, v in self.cis.items()}
+
     def to_dict(self) -> dict[str, Any]:
         return {"task": self.task, "metric": self.metric, "score": self.score, "chance": self.chance,
                 "ci": list(self.ci) if self.ci else None, "n": self.n, "metrics": self.metrics,
@@ -133,7 +117,7 @@ def score_classification(task: str, labels: Sequence[str], truth: Sequence[str],
                          details: dict | None = None) -> TaskScore:
     """Accuracy / macro F1 / weighted F1 with seeded bootstrap CIs (``n_boot`` resamples)."""
     if metric not in METRICS:
-        raise DataError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+        raise ConfigError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     index = {lab: i for i, lab in enumerate(labels)}
     y = np.array([index[t] for t in truth], dtype=int)
     p = np.array([index.get(q, -1) if q is not None else -1 for q in preds], dtype=int)
@@ -144,8 +128,8 @@ def score_classification(task: str, labels: Sequence[str], truth: Sequence[str],
         idx = bootstrap_rng(seed, task).integers(0, len(y), (n_boot, len(y)))
         dists = dict(classification_metrics(y[idx], p[idx], len(labels)))
     extra = {"n_unmapped": int((p < 0).sum()), **(details or {})}
-    return TaskScore(task, metric, point[metric], _ci(dists[metric]), len(y), point,
-                     {k: _ci(v) for k, v in dists.items()}, extra, dists[metric],
+    return TaskScore(task, metric, point[metric], percentile_ci(dists[metric]), len(y), point,
+                     {k: percentile_ci(v) for k, v in dists.items()}, extra, dists[metric],
                      chance_level(y, len(labels), metric) if len(y) else None)
 
 
@@ -159,13 +143,16 @@ class Scores:
     meta: dict[str, Any] = field(default_factory=dict)
     records: dict[str, list[dict]] = field(default_factory=dict, repr=False, compare=False)
 
+    def __post_init__(self) -> None:
+        self.mean_ci = tuple(self.mean_ci) if self.mean_ci else None
+
     @classmethod
     def from_tasks(cls, tasks: Iterable[TaskScore], meta: dict | None = None,
                    records: dict | None = None) -> "Scores":
         tasks = {t.task: t for t in tasks}
         vals = [t.score for t in tasks.values() if t.score is not None]
         boots = [t.boot for t in tasks.values() if t.score is not None and t.boot is not None]
-        mean_ci = _ci(np.mean(np.stack(boots), axis=0)) if boots and len(boots) == len(vals) else None
+        mean_ci = percentile_ci(np.mean(np.stack(boots), axis=0)) if boots and len(boots) == len(vals) else None
         return cls(tasks, float(np.mean(vals)) if vals else None, mean_ci, dict(meta or {}), dict(records or {}))
 
     def __getitem__(self, task: str) -> TaskScore:
@@ -177,10 +164,9 @@ class Scores:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Scores":
-        tasks = {k: TaskScore(v["task"], v["metric"], v["score"], tuple(v["ci"]) if v["ci"] else None, v["n"],
-                              v["metrics"], {m: tuple(c) if c else None for m, c in v["cis"].items()},
+        tasks = {k: TaskScore(v["task"], v["metric"], v["score"], v["ci"], v["n"], v["metrics"], v["cis"],
                               v["details"], chance=v.get("chance")) for k, v in d["tasks"].items()}
-        return cls(tasks, d["mean"], tuple(d["mean_ci"]) if d["mean_ci"] else None, d.get("meta", {}))
+        return cls(tasks, d["mean"], d["mean_ci"], d.get("meta", {}))
 
     def to_frame(self):
         """One row per task plus a ``mean`` row (fractions in [0, 1])."""
@@ -234,7 +220,7 @@ def run_task(model, tokenizer, task: Task, examples: Sequence[Example], key: dic
              progress: bool = False, stats: dict | None = None) -> list[dict]:
     """Per-example records (in ``examples`` order), computing only what ``cache`` lacks."""
     if mode not in MODES:
-        raise DataError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
+        raise ConfigError(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}")
     cache = cache or ResultCache(None)
     stats = stats if stats is not None else {}
     folder = cache.folder(key)
@@ -250,7 +236,7 @@ def run_task(model, tokenizer, task: Task, examples: Sequence[Example], key: dic
             scorer = LabelScorer(model, prompts.prefix_ids, prompts.label_ids, reuse_prefix=reuse_prefix,
                                  pad_id=tokenizer.pad_token_id or 0)
         else:
-            gen = generation_prompts(tokenizer, texts, task_kind(task.labels), style=style)
+            gen = generation_prompts(tokenizer, texts, label_kind(task.labels), style=style)
             lengths = [len(g) for g in gen]
         order = sorted(range(len(examples)), key=lambda i: (lengths[i], i))
         todo = [i for i in order if examples[i].id not in done]
@@ -293,7 +279,7 @@ def predicted_label(record: dict, labels: Sequence[str], judge: Judge | None = N
     """The label a record predicts: argmax log-likelihood, or the judge's answer mapped onto ``labels``."""
     if "logprobs" in record:
         return labels[int(np.argmax(record["norm" if normalised else "logprobs"]))]
-    if task_kind(labels) == "sentiment":
+    if label_kind(labels) == "sentiment":
         return record["sentiment"] if record["sentiment"] in labels else None
     return map_to_label(record["emotions"], labels, getattr(judge, "wheels", None))
 
@@ -376,5 +362,5 @@ def evaluate(model, tokenizer, tasks: Sequence[str | Task], mode: str = "label",
 
 
 __all__ = ["MODES", "METRICS", "ResultCache", "Scores", "TaskScore", "classification_metrics", "evaluate",
-           "intervention_stack", "judge_records", "model_env", "model_fingerprint", "predicted_label", "run_task",
+           "intervention_stack", "judge_records", "model_env", "predicted_label", "run_task", "safe_name",
            "score_classification", "task_key", "chance_level"]

@@ -36,14 +36,14 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import DataError
+from ..tasks.classification import classification_metrics, percentile_ci
 from ..tasks.datasets import Example, Task
-from .judges import Judge, LexiconJudge
+from ..tasks.prompts import PromptStyle
 from ..unibench.metrics import hit_rate, sentiment_scores
 from ..unibench.outputs import EMOTION_DATASETS, LABEL_SPECS, UNIBENCH_DATASETS, load_test_labels, normalise_dataset
-from ..tasks.prompts import PromptStyle, tokenizer_fingerprint
-from .runner import (ResultCache, Scores, TaskScore, _ci, bootstrap_rng, classification_metrics,
-                     intervention_stack, judge_records, model_fingerprint, run_task, task_key)
 from ..unibench.wheels import EmotionWheels, parse_labels
+from .judges import Judge, LexiconJudge
+from .runner import ResultCache, Scores, TaskScore, bootstrap_rng, judge_records, model_env, run_task, task_key
 
 SENTIMENT_LABELS = ("negative", "neutral", "positive")
 
@@ -188,8 +188,8 @@ def score_emotion(dataset: str, predictions: Mapping[str, Sequence[str]], truth:
             warnings.simplefilter("ignore", RuntimeWarning)  # a resample may miss a wheel entirely
             boot = np.nanmean(np.nanmean(hits[idx], axis=1), axis=1)
         boot = boot[~np.isnan(boot)]
-    return TaskScore(dataset, "hit_rate", hr.score, _ci(boot), hr.n_samples,
-                     {"hit_rate": hr.score, "per_wheel": hr.per_wheel}, {"hit_rate": _ci(boot)},
+    return TaskScore(dataset, "hit_rate", hr.score, percentile_ci(boot), hr.n_samples,
+                     {"hit_rate": hr.score, "per_wheel": hr.per_wheel}, {"hit_rate": percentile_ci(boot)},
                      {"n_scored": hr.n_scored, "n_skipped": hr.n_skipped, "n_missing": hr.n_missing}, boot)
 
 
@@ -204,8 +204,9 @@ def score_sentiment(dataset: str, predictions: Mapping[str, str], truth: Mapping
     if n_boot and names:
         idx = bootstrap_rng(seed, dataset).integers(0, len(y), (n_boot, len(y)))
         dists.update({k: v for k, v in classification_metrics(y[idx], p[idx], 2).items() if k in dists})
-    return TaskScore(dataset, "weighted_f1", ss.score, _ci(dists["weighted_f1"]), ss.n_samples,
-                     {"weighted_f1": ss.score, "accuracy": ss.accuracy}, {k: _ci(v) for k, v in dists.items()},
+    return TaskScore(dataset, "weighted_f1", ss.score, percentile_ci(dists["weighted_f1"]), ss.n_samples,
+                     {"weighted_f1": ss.score, "accuracy": ss.accuracy},
+                     {k: percentile_ci(v) for k, v in dists.items()},
                      {"n_scored": ss.n_scored, "n_dropped_zero": ss.n_dropped_zero, "n_missing": ss.n_missing,
                       "n_other_labels": ss.n_other_labels}, dists["weighted_f1"])
 
@@ -234,8 +235,7 @@ def run_unibench(model, tokenizer, sources: UniBenchSources | str | Path, datase
     judge = judge or LexiconJudge(wheels)
     style = style or PromptStyle(shots_per_label=0)
     cache = ResultCache(cache_dir)
-    env = {"model": model_fingerprint(model), "tokenizer": tokenizer_fingerprint(tokenizer),
-           "interventions": intervention_stack(model)}
+    env = model_env(model, tokenizer)
     stats: dict[str, int] = {}
     scores, all_records = [], {}
     for ds in names:

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import defaultdict
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 
-from ..registry import Handle
 from ..sites import Selection, Site, select
 from ..sites.selection import LayerSpec, ModuleSpec
+
+if TYPE_CHECKING:  # the registry applies interventions; they only see its handle
+    from ..registry import Handle
 
 
 class Intervention(ABC):

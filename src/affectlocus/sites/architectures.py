@@ -64,7 +64,6 @@ class Layout:
     """A family of decoder layers sharing one projection layout."""
 
     name: str
-    model_types: tuple[str, ...]
     projections: dict[str, ProjectionPath]
 
     @property
@@ -94,13 +93,9 @@ _FUSED = {
 
 #: The architecture table. Order matters: the first layout whose paths all resolve wins.
 LAYOUTS: tuple[Layout, ...] = (
-    Layout(
-        "llama-style",
-        ("llama", "mistral", "mixtral", "qwen2", "qwen2_5", "qwen3", "gemma", "gemma2", "gemma3",
-         "gemma3_text", "olmo", "olmo2", "granite", "smollm3", "cohere", "internlm2"),
-        _SEPARATE,
-    ),
-    Layout("phi3-fused", ("phi3", "phimoe"), _FUSED),
+    # llama, mistral, mixtral, qwen2/2.5/3, gemma 1-3, olmo, granite, smollm3, cohere, internlm2, …
+    Layout("llama-style", _SEPARATE),
+    Layout("phi3-fused", _FUSED),  # phi3, phimoe
 )
 
 

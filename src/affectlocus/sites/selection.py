@@ -1,6 +1,8 @@
 """Selections: which projections in which layers. One selector feeds diff, interventions and peft."""
 from __future__ import annotations
 
+import operator
+
 from dataclasses import dataclass
 from typing import Iterable, Sequence, Union
 
@@ -69,6 +71,16 @@ def _parse_layer_string(spec: str, n: int) -> list[int]:
     return out
 
 
+def _layer_index(item) -> int:
+    """An int or integer scalar (numpy, torch) as an int; bools and floats are refused."""
+    try:
+        if not isinstance(item, bool):
+            return operator.index(item)
+    except TypeError:
+        pass
+    raise SiteError(f"layer indices must be ints, got {item!r}")
+
+
 def parse_layers(spec: LayerSpec, num_layers: int) -> tuple[int, ...]:
     """Layer indices (sorted, unique, non-negative) from an int, iterable, range, slice or string.
 
@@ -94,16 +106,8 @@ def parse_layers(spec: LayerSpec, num_layers: int) -> tuple[int, ...]:
         except TypeError:
             raise SiteError(f"layers must be ints, a list, range, slice or string; got {spec!r}") from None
     out = set()
-    for idx in raw:
-        if isinstance(idx, bool) or not isinstance(idx, int):
-            try:
-                import numpy as np
-                if isinstance(idx, np.integer):
-                    idx = int(idx)
-                else:
-                    raise TypeError
-            except TypeError:
-                raise SiteError(f"layer indices must be ints, got {idx!r}") from None
+    for item in raw:
+        idx = _layer_index(item)
         if not -num_layers <= idx < num_layers:
             raise SiteError(f"layer {idx} out of range: the model has {num_layers} layers "
                             f"(0..{num_layers - 1}, or -{num_layers}..-1)")

@@ -195,6 +195,13 @@ def _check_finite(tensor: torch.Tensor, what: str) -> None:
         raise NonFiniteError(f"{what} holds {bad} NaN/Inf values")
 
 
+def layer_of_key(key: str, layers_name: str = "layers") -> int | None:
+    """The layer index of a checkpoint key (``…<layers_name>.N.…``), or ``None`` when it has none."""
+    parts = key.split(".")
+    found = [int(parts[i + 1]) for i in range(len(parts) - 1) if parts[i] == layers_name and parts[i + 1].isdigit()]
+    return found[-1] if found else None
+
+
 class KeyIndex:
     """Maps sites to checkpoint keys by suffix, so wrapper prefixes never matter.
 
@@ -223,6 +230,10 @@ class KeyIndex:
         if len(best) == 1:
             return best[0]
         raise SourceError(f"{self.origin}: several keys match {site.name}: {_preview(matches)}")
+
+    def max_layer(self, layers_name: str = "layers") -> int:
+        """The largest layer index among the keys (−1 when none has one)."""
+        return max((i for k in self.keys if (i := layer_of_key(k, layers_name)) is not None), default=-1)
 
 
 def slice_rows(site: Site, tensor: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ from ..errors import SourceError, UnsafeFileError, _preview
 from ..sites import Site
 from .base import KeyIndex, LoraFactors, Source, _check_finite
 
-_FACTOR = re.compile(r"^(?P<module>.+)\.lora_(?P<which>[AB])(?:\.(?P<adapter>[^.]+))?\.weight$")
+LORA_FACTOR_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<which>[AB])(?:\.(?P<adapter>[^.]+))?\.weight$")
 _UNSUPPORTED = ("lora_magnitude_vector", "lora_embedding_A", "lora_bias")
 
 
@@ -48,7 +48,7 @@ class LoraSource(Source):
         pairs: dict[str, dict[str, torch.Tensor]] = {}
         adapters = set()
         for key, tensor in state.items():
-            match = _FACTOR.match(key)
+            match = LORA_FACTOR_KEY.match(key)
             if match:
                 adapters.add(match["adapter"])
                 if adapter_name is None or match["adapter"] in (None, adapter_name):
@@ -63,10 +63,15 @@ class LoraSource(Source):
             raise SourceError(f"{origin} holds no LoRA factors (keys like '*.lora_A.weight'); "
                               f"found {_preview(state)}")
         self._pairs = {m: _checked_pair(m, p["A"], p["B"], origin) for m, p in pairs.items()}
-        self.alpha, self.rank, self.rslora = alpha, rank, rslora
-        self.fan_in_fan_out = fan_in_fan_out
-        self.rank_pattern = dict(rank_pattern or {})
+        self.alpha, self.rslora, self.fan_in_fan_out = alpha, rslora, fan_in_fan_out
         self.alpha_pattern = dict(alpha_pattern or {})
+        if rank is not None:  # the configured rank (patterns applied) must be the factors' rank
+            bad = [f"{m} (r={int(A.shape[0])}, config {_pattern_value(rank_pattern or {}, m, rank)})"
+                   for m, (A, _) in self._pairs.items()
+                   if int(A.shape[0]) != int(_pattern_value(rank_pattern or {}, m, rank))]
+            if bad:
+                raise SourceError(f"{origin}: LoRA factors whose rank differs from the adapter config: "
+                                  f"{_preview(bad)}")
         self._scales = {m: self._scale(m) for m in self._pairs}
         self.index = KeyIndex((f"{m}.weight" for m in pairs), origin)
 
@@ -186,7 +191,7 @@ def open_pth(path: str | Path, *, alpha: float | None = None, rslora: bool = Fal
         obj = obj["model"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise SourceError(f"{path} does not hold a state dict of tensors")
-    if any(_FACTOR.match(k) for k in obj):
+    if any(LORA_FACTOR_KEY.match(k) for k in obj):
         return LoraSource(obj, alpha=32.0 if alpha is None else alpha, rank=None, rslora=rslora,
                           origin=f".pth adapter {path}", adapter_name=adapter_name)
     from .model import StateDictSource

@@ -1,4 +1,4 @@
-"""The study's claims, judged from the numbers: supported / not supported / inconclusive.
+"""The study's claims, judged from the numbers: each gets a :class:`Label` and its evidence.
 
 Every rule is printed with its evidence (:data:`RULES` goes under the report's verdict table), so a
 reader can disagree with a threshold but not with the arithmetic. Inputs are score rows
@@ -9,18 +9,43 @@ bootstrap p-values with **Holm's** correction.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Mapping, Sequence
+from enum import Enum
+from functools import partial
+from typing import Any, Mapping, Sequence
 
+from ..errors import DataError
+from ..sites import CANONICAL
 from . import stats
+from .results import ci_above_zero as _above, ci_below_zero as _below, fmt_ci
+from .stats import Row
 
-SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
-SINGLE = ("q", "k", "v", "o", "gate", "up", "down")
+
+class Label(str, Enum):
+    """A claim's verdict (the strings stored in ``results.json`` and printed in the report); formats
+    and prints as its plain string on every Python (like 3.11's ``StrEnum``)."""
+
+    SUPPORTED = "supported"
+    NOT_SUPPORTED = "not supported"
+    INCONCLUSIVE = "inconclusive"
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = Label.SUPPORTED, Label.NOT_SUPPORTED, Label.INCONCLUSIVE
+#: The single modules claims 2, 3 and 5 compare gate with.
+SINGLE = CANONICAL
+#: The size-normalised diff metrics of claim 1 (gate's share of the per-layer change).
+SHARE_METRICS = ("relative", "rms")
 MIN_SEEDS = 3
 ALPHA = 0.05
 RECOVERY_SUPPORT, RECOVERY_REFUTE = 0.50, 0.25
 HEADLINE_MARGIN = 0.90
 PAPER_SHARE, PAPER_PARAMS = 0.966, 0.25
-Row = Mapping[str, object]
+_ci = partial(fmt_ci, spec="+.3f", missing="[no CI]")
 
 RULES = (
     "Scores are task means of the study's metric (balanced accuracy by default, chance = 1/K). CIs are 95 % "
@@ -59,28 +84,28 @@ RULES = (
 
 @dataclass
 class Verdict:
+    """One claim's verdict: the claim, its :class:`Label`, the evidence (text) and the numbers it rests on."""
+
     claim: str
-    verdict: str
+    verdict: Label
     evidence: str
     numbers: dict = field(default_factory=dict)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+    def __post_init__(self) -> None:
+        try:
+            self.verdict = Label(self.verdict)
+        except ValueError:
+            raise DataError(f"unknown verdict {self.verdict!r}; one of "
+                            f"{', '.join(repr(v.value) for v in Label)}") from None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``results.json``'s ``verdicts``)."""
+        return {**asdict(self), "verdict": self.verdict.value}
 
-def _fmt_ci(ci: Sequence[float] | None, pct: bool = False) -> str:
-    if not ci:
-        return "[no CI]"
-    f = (lambda x: f"{100 * x:.0f}%") if pct else (lambda x: f"{x:+.3f}")
-    return f"[{f(ci[0])}, {f(ci[1])}]"
-
-
-def _above(ci) -> bool:
-    return bool(ci) and ci[0] > 0
-
-
-def _below(ci) -> bool:
-    return bool(ci) and ci[1] < 0
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Verdict":
+        """Read the JSON form back."""
+        return cls(data["claim"], Label(data["verdict"]), data["evidence"], dict(data.get("numbers") or {}))
 
 
 def precheck(rows: Mapping[str, Row], health: Mapping | None, uses: Sequence[str],
@@ -125,13 +150,13 @@ def gate_dominates(layers: Mapping[str, Mapping[str, list]], health: Mapping | N
         return Verdict(claim, INCONCLUSIVE, "needs the non-affective control fine-tune")
     why = precheck({}, health, ["all", "control"])
     res = {m: stats.layer_share_diff(layers["affective"][m], layers["control"][m])
-           for m in ("relative", "rms")}
+           for m in SHARE_METRICS}
     text = "; ".join(f"{m}: gate share {r['affective']:.3f} vs control {r['control']:.3f}, excess "
-                     f"{r['diff']:+.3f} {_fmt_ci(r['ci'])} over {r['layers']} layers" for m, r in res.items())
+                     f"{r['diff']:+.3f} {_ci(r['ci'])} over {r['layers']} layers" for m, r in res.items())
     if ranking:
         order = sorted(ranking, key=lambda k: -ranking[k].get("rms", 0.0))
         text += f". Affective modules by rms: {' > '.join(order[:4])}"
-    numbers = {m: r for m, r in res.items()}
+    numbers = dict(res)
     if why:
         return Verdict(claim, INCONCLUSIVE, f"{why}. {text}", numbers)
     if all(_above(r["ci"]) for r in res.values()):
@@ -169,13 +194,13 @@ def gate_transfers(rows: Mapping[str, Row], control: Mapping[str, Row] | None, h
     gain = stats.paired_diff(full, base, boot)
     if not _above(gain["ci"]):
         return Verdict(claim, INCONCLUSIVE, f"the all-module graft does not beat the base beyond its CI "
-                                            f"({gain['diff']:+.3f} {_fmt_ci(gain['ci'])}): nothing to transfer")
+                                            f"({gain['diff']:+.3f} {_ci(gain['ci'])}): nothing to transfer")
     rec = stats.paired_ratio(gate, base, full, base, boot)
     g_gain = stats.paired_diff(gate, base, boot)
     others = {m: r for m, r in rows.items() if m in SINGLE and m != "gate"}
     p_gate, p_other = _vs_others(gate, others, boot)
-    text = (f"gate alone recovers {100 * rec['ratio']:.0f}% {_fmt_ci(rec['ci'], True)} of the all-module gain "
-            f"{gain['diff']:+.3f} {_fmt_ci(gain['ci'])}; gate − base {g_gain['diff']:+.3f} {_fmt_ci(g_gain['ci'])}")
+    text = (f"gate alone recovers {100 * rec['ratio']:.0f}% {_ci(rec['ci'], spec='.0%')} of the all-module gain "
+            f"{gain['diff']:+.3f} {_ci(gain['ci'])}; gate − base {g_gain['diff']:+.3f} {_ci(g_gain['ci'])}")
     if others:
         text += "; single grafts compared: " + ", ".join(
             f"{m} {stats.point(r):.3f} (Holm p gate>{m} {p_gate[m]:.3f})" for m, r in others.items())
@@ -183,7 +208,7 @@ def gate_transfers(rows: Mapping[str, Row], control: Mapping[str, Row] | None, h
     if control and control.get("gate") is not None:
         c = stats.paired_diff(gate, control["gate"], boot)
         ctrl_ok = _above(c["ci"])
-        text += f"; affective gate − control's gate graft {c['diff']:+.3f} {_fmt_ci(c['ci'])}"
+        text += f"; affective gate − control's gate graft {c['diff']:+.3f} {_ci(c['ci'])}"
     numbers = {"recovery": rec, "gain": gain, "gate_gain": g_gain, "holm_p_gate_beats": p_gate}
     if any(p < ALPHA for p in p_other.values()):
         best = min(p_other, key=p_other.get)
@@ -211,7 +236,7 @@ def gate_most_efficient(rows: Mapping[str, Row], params: Mapping[str, int], base
     per_m = {m: gains[m]["diff"] / params[m] * 1e6 for m in singles if params.get(m)}
     others = {m: r for m, r in singles.items() if m != "gate"}
     p_gate, p_other = _vs_others(singles["gate"], others, boot)
-    text = ("gains over base: " + ", ".join(f"{m} {g['diff']:+.3f} {_fmt_ci(g['ci'])}" for m, g in gains.items())
+    text = ("gains over base: " + ", ".join(f"{m} {g['diff']:+.3f} {_ci(g['ci'])}" for m, g in gains.items())
             + ("; per million trainable parameters: " + ", ".join(f"{m} {v:+.3f}" for m, v in per_m.items())
                if per_m else "") + (f"; no parameter count for {missing_params}" if missing_params else "")
             + f"; single modules compared: {', '.join(singles)}")
@@ -244,7 +269,7 @@ def get_headline(rows: Mapping[str, Row], params: Mapping[str, int], base: Row |
         return Verdict(claim, INCONCLUSIVE, why)
     boot = stats.Bootstrap.for_rows([base, gate, full])
     share = stats.paired_ratio(gate, base, full, base, boot)
-    text = (f"GET's share of the all-module gain {100 * share['ratio']:.1f}% {_fmt_ci(share['ci'], True)}"
+    text = (f"GET's share of the all-module gain {100 * share['ratio']:.1f}% {_ci(share['ci'], spec='.0%')}"
             + (f" with {100 * p_ratio:.1f}% of its trainable parameters" if p_ratio else
                " (no parameter counts)") + f"; margin {HEADLINE_MARGIN:.0%}")
     numbers = {"share": share, "param_ratio": p_ratio}
@@ -276,14 +301,14 @@ def gate_necessary(tuned: Row | None, reverted: Mapping[str, Row], random: Row |
     p_gate = stats.holm({m: stats.paired_diff(r, reverted["gate"], boot)["p"] for m, r in others.items()})
     p_other = stats.holm({m: stats.paired_diff(reverted["gate"], r, boot)["p"] for m, r in others.items()})
     text = "drop when one module's update is reverted: " + ", ".join(
-        f"{m} {d['diff']:+.3f} {_fmt_ci(d['ci'])}" for m, d in sorted(drops.items(), key=lambda kv: -kv[1]["diff"]))
+        f"{m} {d['diff']:+.3f} {_ci(d['ci'])}" for m, d in sorted(drops.items(), key=lambda kv: -kv[1]["diff"]))
     numbers = {"drops": drops, "holm_p_gate_beats": p_gate}
     rnd_ok = True
     if random is not None:
         r = stats.paired_diff(random, reverted["gate"], boot)
         numbers["gate_minus_random_drop"] = r
         rnd_ok = _above(r["ci"])
-        text += f"; gate's drop − random parameter-matched revert's drop {r['diff']:+.3f} {_fmt_ci(r['ci'])}"
+        text += f"; gate's drop − random parameter-matched revert's drop {r['diff']:+.3f} {_ci(r['ci'])}"
         if _below(r["ci"]):
             return Verdict(claim, NOT_SUPPORTED, text + " (a random revert of as many entries hurts more)", numbers)
     swap_ok = True
@@ -291,7 +316,7 @@ def gate_necessary(tuned: Row | None, reverted: Mapping[str, Row], random: Row |
         s = stats.paired_diff(tuned, swap, boot)
         numbers["swap_drop"] = s
         swap_ok = _above(s["ci"])
-        text += f"; drop when gate's update is replaced by the control's {s['diff']:+.3f} {_fmt_ci(s['ci'])}"
+        text += f"; drop when gate's update is replaced by the control's {s['diff']:+.3f} {_ci(s['ci'])}"
     if any(p < ALPHA for p in p_other.values()):
         best = min(p_other, key=p_other.get)
         return Verdict(claim, NOT_SUPPORTED, text + f" — reverting {best} hurts more (Holm p {p_other[best]:.3f})",
@@ -301,5 +326,6 @@ def gate_necessary(tuned: Row | None, reverted: Mapping[str, Row], random: Row |
     return Verdict(claim, INCONCLUSIVE, text, numbers)
 
 
-__all__ = ["INCONCLUSIVE", "NOT_SUPPORTED", "RULES", "SUPPORTED", "Verdict", "gate_dominates",
+__all__ = ["INCONCLUSIVE", "Label", "NOT_SUPPORTED", "RULES", "SHARE_METRICS", "SINGLE", "SUPPORTED", "Verdict",
+           "gate_dominates",
            "gate_most_efficient", "gate_necessary", "gate_transfers", "get_headline", "precheck"]

@@ -6,7 +6,9 @@ import dataclasses
 import time
 
 from ..models.cli_args import add_device_args, device_kwargs
+from .claims import Label, Verdict
 from .config import StudyConfig, full, quick
+from .results import fmt_ci
 
 
 def summary(results: dict) -> str:
@@ -16,23 +18,24 @@ def summary(results: dict) -> str:
     if h:
         base = h["base"]
         lines.append(f"health ({h.get('metric', 'score')}; paired 95% CI of tuned − base):")
-        lines.append(f"  {'base':14s}      {base['mean']:.3f} [{base['ci'][0]:.3f}, {base['ci'][1]:.3f}]"
+        lines.append(f"  {'base':14s}      {base['mean']:.3f} {fmt_ci(base['ci'])}"
                      if base.get("ci") else f"  base {base['mean']:.3f}")
         for name, entries in h["tuned"].items():
             for e in entries:
                 flags = ("FAILED " if e["failed"] else "") + ("collapsed " if e["collapsed"] else "") + \
                     ("beats base" if e["beats_base"] else "does NOT beat base")
-                dci = e.get("diff_ci") or [float("nan")] * 2
                 lines.append(f"  {name:10s} s{e['seed']:<3d} {e['mean']:.3f}  Δ {e['diff']:+.3f} "
-                             f"[{dci[0]:+.3f}, {dci[1]:+.3f}]  loss {e['first_loss']:.2f}→{e['final_loss']:.2f}  {flags}")
+                             f"{fmt_ci(e.get('diff_ci'), '+.3f')}  loss {e['first_loss']:.2f}→{e['final_loss']:.2f}  "
+                             f"{flags}")
         if h.get("failures"):
             lines.append(f"warning: training failures: {', '.join(h['failures'])}")
         if h.get("not_beating"):
             lines.append(f"warning: not beating the base: {', '.join(h['not_beating'])}")
     lines.append("claims:")
-    for v in results.get("verdicts", []):
-        lines.append(f"  [{v['verdict'].upper():13s}] {v['claim']}")
-        lines.append(f"      {v['evidence'][:400]}")
+    width = max(map(len, Label))
+    for v in map(Verdict.from_dict, results.get("verdicts", [])):
+        lines.append(f"  [{v.verdict.upper():{width}s}] {v.claim}")
+        lines.append(f"      {v.evidence[:400]}")
     t = results.get("timings", {})
     lines.append("wall time per step: " + ", ".join(f"{k} {v:.0f}s" for k, v in t.items()))
     return "\n".join(lines)
@@ -64,6 +67,7 @@ def with_placement(cfg: StudyConfig, args: argparse.Namespace) -> StudyConfig:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``study`` and ``demo`` subcommands."""
     p = sub.add_parser("study", help="the whole study (tune, locate, inherit, targeted, ablate, "
                                      "interpolate, cost, neurons) from a TOML config; resumable")
     p.add_argument("--config", required=True, help="TOML file ([study] table or top-level keys)")

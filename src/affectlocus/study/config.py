@@ -8,10 +8,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..sites import CANONICAL, GROUPS, parse_modules
+from ..sites.selection import ModuleSpec
 
 STEPS = ("tune", "health", "locate", "inherit", "targeted", "ablate", "interpolate", "cost", "neurons",
          "unibench")
-CANONICAL_SINGLES = ("q", "k", "v", "o", "gate", "up", "down")
 
 #: The study's Table 1 grafts (plus every single module): attention alone and with MLP modules.
 INHERIT_SETS = ("none", "attn", "attn+down", "attn+up", "attn+gate", "attn+up+down", "attn+gate+down",
@@ -82,6 +83,7 @@ class StudyConfig:
         self.validate()
 
     def validate(self) -> None:
+        """Raise :class:`ConfigError` for a value outside its documented limits."""
         limits = {"n_train": 8, "n_eval": 16, "steps": 1, "batch_size": 1, "rank": 1, "max_length": 16,
                   "bootstrap": 0, "eval_batch_size": 1, "n_control": 8}
         for name, low in limits.items():
@@ -100,9 +102,9 @@ class StudyConfig:
                               f"{self.max_train_chars}")
         if not 0 <= self.warmup < 1:
             raise ConfigError(f"warmup is a fraction of the steps in [0, 1), got {self.warmup}")
-        bad_mods = [m for m in self.ablate_modules if m not in CANONICAL_SINGLES]
+        bad_mods = [m for m in self.ablate_modules if m not in CANONICAL]
         if bad_mods:
-            raise ConfigError(f"unknown ablate modules {bad_mods}; use {', '.join(CANONICAL_SINGLES)}")
+            raise ConfigError(f"unknown ablate modules {bad_mods}; use {', '.join(CANONICAL)}")
         unknown = [s for s in self.skip if s not in STEPS]
         if unknown:
             raise ConfigError(f"unknown steps to skip {unknown}; steps are {', '.join(STEPS)}")
@@ -120,12 +122,12 @@ class StudyConfig:
                 self.unibench_datasets = [normalise_dataset(n) for n in self.unibench_datasets]
             except DataError as exc:
                 raise ConfigError(f"unibench_datasets: {exc}") from None
-        from ..sites import parse_modules
         for spec in [*self.targeted, *(s for s in [*self.inherit_sets, *self.unibench_sets] if s != "none")]:
             parse_modules(spec)
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides) -> "StudyConfig":
+        """Read a TOML file (a ``[study]`` table or top-level keys); ``overrides`` that are not None win."""
         path = Path(path)
         try:
             data = tomllib.loads(path.read_text())
@@ -140,6 +142,7 @@ class StudyConfig:
 
     @classmethod
     def from_dict(cls, data: dict, origin: str = "config") -> "StudyConfig":
+        """A configuration from its fields (unknown keys are an error naming ``origin``)."""
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -147,6 +150,7 @@ class StudyConfig:
         return cls(**data)
 
     def to_dict(self) -> dict:
+        """Every field (``config.json`` and the fingerprints)."""
         return asdict(self)
 
     def fingerprint(self, *keys: str) -> str:
@@ -154,6 +158,12 @@ class StudyConfig:
         data = self.to_dict()
         picked = {k: data[k] for k in (keys or sorted(data)) if k not in ("out", "skip")}
         return hashlib.sha256(json.dumps(picked, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def set_key(modules: ModuleSpec) -> str:
+    """Canonical name of a module set ("all", "attn", or e.g. "q+gate"): names adapters and rows."""
+    mods = parse_modules(modules)
+    return "all" if mods == CANONICAL else "attn" if mods == GROUPS["attn"] else "+".join(mods)
 
 
 def quick() -> StudyConfig:
@@ -167,7 +177,7 @@ def full(out: str = "runs/demo-full") -> StudyConfig:
                        max_train_chars=None,
                        targeted=["q", "k", "v", "o", "up", "down", "attn", "mlp", "attn+gate", "attn+up",
                                  "attn+down", "gate+up", "gate+down", "up+down"],
-                       inherit_sets=list(INHERIT_SETS), ablate_modules=list(CANONICAL_SINGLES),
+                       inherit_sets=list(INHERIT_SETS), ablate_modules=list(CANONICAL),
                        ablate_kinds=["revert", "zero", "noise"],
                        random_controls=5, alphas=[0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5],
                        neuron_k=[8, 32, 128, 512])

@@ -4,8 +4,8 @@ The runner does the work — exact multi-token label scoring with the shared pre
 batching, logits only at answer positions — and caches per-example records keyed by the model's
 weight fingerprint, the active intervention stack, the task and its examples (never by a name: a
 checkpoint replaced at the same path changes the fingerprint). This module only shapes its output
-into the rows :mod:`.stats` and :mod:`.claims` read, and remembers rows already computed in this
-process under the same key.
+into :class:`~.results.ScoreRow` (stored and handed on in its JSON form, which :mod:`.stats` and
+:mod:`.claims` read), and remembers rows already computed in this process under the same key.
 """
 from __future__ import annotations
 
@@ -17,15 +17,17 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..evaluation.runner import Scores, evaluate, model_env
+from ..tasks import Task
 from ..tasks.prompts import PromptStyle
-from ..evaluation.runner import evaluate, model_env
 from . import stats
+from .results import ScoreRow, TaskScore
 
 
 class StudyEvaluator:
     """Scores the model *as it currently is* (any intervention stack active) on fixed tasks."""
 
-    def __init__(self, model, tokenizer, tasks: Sequence, *, metric: str = "balanced_accuracy",
+    def __init__(self, model, tokenizer, tasks: Sequence[Task], *, metric: str = "balanced_accuracy",
                  style: PromptStyle | None = None, batch_size: int = 16, bootstrap: int = 1000,
                  cache_dir: str | Path | None = None, bf16: bool | None = None):
         self.model, self.tokenizer, self.tasks = model, tokenizer, list(tasks)
@@ -40,7 +42,7 @@ class StudyEvaluator:
         self.examples_computed = 0  # examples the model ran on (not served from the disk cache)
 
     def score(self, name: str) -> dict:
-        """A score row of the current model, labelled ``name`` (the label is not part of any key)."""
+        """A score row (JSON form) of the current model, labelled ``name`` (the label is not part of any key)."""
         env = model_env(self.model, self.tokenizer)  # the weights are fingerprinted once per call
         key = json.dumps(env, sort_keys=True)
         if key not in self._memo:
@@ -49,26 +51,26 @@ class StudyEvaluator:
                                   batch_size=self.batch_size, style=self.style, metric=self.metric, n_boot=0,
                                   progress=False, cache_tag="bf16-autocast" if self.bf16 else "", env=env)
             row = to_row(scores, self.tasks, self.metric)
-            row["ci"] = stats.example_ci(row, self.bootstrap) if self.bootstrap else None
-            self._memo[key] = row
+            row.ci = stats.example_ci(row.to_dict(), self.bootstrap) if self.bootstrap else None
+            self._memo[key] = row.to_dict()
             self.evaluations += 1
             self.examples_computed += int(scores.meta.get("stats", {}).get("computed", 0))
         return {**self._memo[key], "name": name}
 
 
-def to_row(scores, tasks: Sequence, metric: str) -> dict:
-    """A :class:`~affectlocus.evaluation.runner.Scores` as a study score row (see :mod:`.stats`)."""
+def to_row(scores: Scores, tasks: Sequence[Task], metric: str) -> ScoreRow:
+    """A :class:`~affectlocus.evaluation.runner.Scores` as a study score row (no CI yet)."""
     per_task = {}
     for task in tasks:
         t = scores.tasks[task.name]
         index = {lab: k for k, lab in enumerate(task.labels)}
         recs = scores.records[task.name]
-        per_task[task.name] = {
-            "mean": t.score, "n": t.n, "chance": t.chance, "labels": list(task.labels),
-            "pred": [index.get(r["pred"], -1) if r["pred"] is not None else -1 for r in recs],
-            "truth": [index[r["label"]] for r in recs]}
-    return {"metric": metric, "mean": float(np.mean([v["mean"] for v in per_task.values()])),
-            "chance": float(np.mean([v["chance"] for v in per_task.values()])), "per_task": per_task}
+        per_task[task.name] = TaskScore(
+            mean=t.score, n=t.n, chance=t.chance, labels=list(task.labels),
+            pred=[index.get(r["pred"], -1) if r["pred"] is not None else -1 for r in recs],
+            truth=[index[r["label"]] for r in recs])
+    return ScoreRow(metric=metric, mean=float(np.mean([v.mean for v in per_task.values()])),
+                    chance=float(np.mean([v.chance for v in per_task.values()])), per_task=per_task)
 
 
 __all__ = ["StudyEvaluator", "to_row"]

@@ -2,72 +2,55 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import diff as diff_module
+from ..diff.table import HEADLINE
 from ..interventions import graft, interpolate as interp, noise, random_revert, zero
-from ..sites import CANONICAL, parse_modules, select
+from ..sites import CANONICAL, select
 from ..sources import OriginalSource
 from . import plots, stats
+from .claims import SHARE_METRICS
+from .config import set_key as key
+from .health import health_table
 
-HEADLINE = ("l2", "relative", "rms")
-
-
-def key(modules) -> str:
-    """Canonical name of a module set ("all", "attn", or e.g. "q+gate")."""
-    mods = parse_modules(modules)
-    return "all" if mods == CANONICAL else "attn" if mods == ("q", "k", "v", "o") else "+".join(mods)
+if TYPE_CHECKING:
+    from .pipeline import Study
 
 
 def without(module: str) -> list[str]:
+    """Every canonical module but ``module``."""
     return [m for m in CANONICAL if m != module]
 
 
-def _graft(study, adapter: Path, modules, name: str) -> dict:
+def _graft(study: Study, adapter: Path, modules, name: str) -> dict:
     if modules == "none":
         return study.score("base")
     return study.score(name, graft(adapter, modules=modules))
 
 
-def affect(study, modules: str, seed: int) -> Path:
-    """The affective adapter trained on ``modules`` (``"all"`` or a module-set key) at ``seed``."""
-    name = {"gate": "affect-gate", "all": "affect-all"}.get(modules, f"affect-{modules}")
-    return study.adapter(name, modules, seed)
-
-
-def control(study, seed: int) -> Path:
-    return study.adapter("control-all", "all", seed, control=True)
-
-
-def single_sets(study) -> list[str]:
-    """Module-set keys of the targeted runs besides gate and all."""
-    return [key(m) for m in study.cfg.targeted if key(m) not in ("gate", "all")]
-
-
 # ---- 1. tune ------------------------------------------------------------------------------------
-def tune(study, results) -> dict:
-    out = {}
-    runs = [("all", s) for s in study.seeds] + [("gate", s) for s in study.seeds] + \
-        [(m, s) for m in single_sets(study) for s in study.aux_seeds]
-    for mods, seed in runs:
-        info = study.info(affect(study, mods, seed))
-        out[f"{mods}-s{seed}"] = {k: info[k] for k in ("trainable", "seconds", "losses", "selection")}
-    for seed in study.aux_seeds:
-        info = study.info(control(study, seed))
-        out[f"control-s{seed}"] = {k: info[k] for k in ("trainable", "seconds", "losses", "selection")}
+def tune(study: Study, results: dict) -> dict:
+    """Train (or reuse) every adapter the study uses; record their sizes, times and losses."""
+    def summary(adapter: Path) -> dict:
+        info = study.info(adapter)
+        return {k: info[k] for k in ("trainable", "seconds", "losses", "selection")}
+    out = {f"{mods}-s{seed}": summary(study.affect(mods, seed)) for mods, seed in study.affective_runs()}
+    out.update({f"control-s{seed}": summary(study.control(seed)) for seed in study.aux_seeds})
     return out
 
 
 # ---- 2. health ----------------------------------------------------------------------------------
-def health(study, results) -> dict:
-    from .health import health_table
+def health(study: Study, results: dict) -> dict:
+    """The health table (:func:`.health.health_table`)."""
     return health_table(study)
 
 
 # ---- 3. locate ----------------------------------------------------------------------------------
-def locate(study, results) -> dict:
+def locate(study: Study, results: dict) -> dict:
     """Diff tables of every affective all-module seed and of the control; per-layer values for claim 1."""
-    runs = [(f"affective-s{s}", "affective", affect(study, "all", s)) for s in study.seeds] + \
-           [(f"control-s{s}", "control", control(study, s)) for s in study.aux_seeds]
+    runs = [(f"affective-s{s}", "affective", study.affect("all", s)) for s in study.seeds] + \
+           [(f"control-s{s}", "control", study.control(s)) for s in study.aux_seeds]
     per_layer: dict[str, dict[str, list]] = {}
     summaries: dict[str, dict] = {}
     tables: dict[str, str] = {}
@@ -85,35 +68,37 @@ def locate(study, results) -> dict:
                                for metric in HEADLINE} for m in CANONICAL}
         per_layer[kind] = {metric: [{m: float(v) for m, v in zip(g.module, g.value)}
                                     for _, g in frame[frame.metric == metric].groupby("layer")]
-                           for metric in ("relative", "rms")}
+                           for metric in SHARE_METRICS}
     return {"summaries": summaries, "per_layer": per_layer, "tables": tables,
             "runs": {kind: len(fs) for kind, fs in frames.items()}}
 
 
 # ---- 4. inherit ---------------------------------------------------------------------------------
-def inherit(study, results) -> dict:
+def inherit(study: Study, results: dict) -> dict:
+    """Graft module sets of the affective adapter (and of the control's) into the base: sufficiency."""
     rows = {}
     for name in study.bar(study.cfg.inherit_sets, "inherit"):
         if name == "none":
             rows[name] = study.score("base")
             continue
         rows[name] = study.over_seeds(name, lambda s, name=name: _graft(
-            study, affect(study, "all", s), name, f"graft[{key(name)}] affect-all s{s}"))
+            study, study.affect("all", s), name, f"graft[{key(name)}] affect-all s{s}"))
     ctrl = {m: study.over_seeds(f"control {m}", lambda s, m=m: _graft(
-        study, control(study, s), m, f"graft[{m}] control s{s}"), study.aux_seeds) for m in ("gate", "all")}
+        study, study.control(s), m, f"graft[{m}] control s{s}"), study.aux_seeds) for m in ("gate", "all")}
     return {"rows": rows, "control": ctrl,
             "notes": [f"`control gate` / `control all` graft the non-affective control adapter's modules "
                       f"(seeds {study.aux_seeds}): an affective gain must not come from them"]}
 
 
 # ---- 5. targeted tuning -------------------------------------------------------------------------
-def targeted(study, results) -> dict:
+def targeted(study: Study, results: dict) -> dict:
+    """LoRA on one module set at a time (same rank, steps, data): the base-subtracted gains of claims 3-4."""
     rows, params = {}, {}
-    for mods in study.bar(["gate", "all"] + single_sets(study), "targeted tuning"):
+    for mods in study.bar(["gate", "all"] + study.single_sets(), "targeted tuning"):
         seeds = study.seeds if mods in ("gate", "all") else study.aux_seeds
 
         def one(seed, mods=mods):
-            adapter = affect(study, mods, seed)
+            adapter = study.affect(mods, seed)
             params[mods] = study.info(adapter)["trainable"]
             return _graft(study, adapter, "all", f"{mods}-LoRA s{seed}")
         rows[mods] = study.over_seeds(mods, one, seeds)
@@ -123,38 +108,39 @@ def targeted(study, results) -> dict:
 
 
 # ---- 6. ablate ----------------------------------------------------------------------------------
-def ablate(study, results) -> dict:
+def ablate(study: Study, results: dict) -> dict:
+    """Revert / zero / noise each module's update in the affective model; random and swap controls."""
     cfg = study.cfg
     base = OriginalSource(study.model)
     sites = select(study.model, "all")
     fraction = sum(s.numel for s in sites if s.module == "gate") / sum(s.numel for s in sites)
     tuned = study.over_seeds("tuned (all modules)", lambda s: _graft(
-        study, affect(study, "all", s), "all", f"graft[all] affect-all s{s}"))
+        study, study.affect("all", s), "all", f"graft[all] affect-all s{s}"))
     out = {"tuned": tuned, "reverted": {}, "zeroed": {}, "noised": {}, "control_fraction": fraction}
     for kind in cfg.ablate_kinds:
         for m in study.bar(cfg.ablate_modules, f"ablate {kind}"):
             if kind == "revert":
                 out["reverted"][m] = study.over_seeds(f"revert {m}", lambda s, m=m: _graft(
-                    study, affect(study, "all", s), without(m), f"graft[{key(without(m))}] affect-all s{s}"))
+                    study, study.affect("all", s), without(m), f"graft[{key(without(m))}] affect-all s{s}"))
             elif kind == "zero":
                 out["zeroed"][m] = study.over_seeds(f"zero {m}", lambda s, m=m: study.score(
-                    f"zero[{m}] s{s}", graft(affect(study, "all", s)), zero(modules=m)))
+                    f"zero[{m}] s{s}", graft(study.affect("all", s)), zero(modules=m)))
             else:
                 out["noised"][m] = study.over_seeds(f"noise {m}", lambda s, m=m: study.score(
-                    f"noise[{m}] s{s}", graft(affect(study, "all", s)), noise(match=base, seed=s, modules=m)))
+                    f"noise[{m}] s{s}", graft(study.affect("all", s)), noise(match=base, seed=s, modules=m)))
     if cfg.random_controls:
         out["random"] = study.over_seeds("random revert", lambda s: study.score(
-            f"random-revert[{fraction:.4f}] s{s}", graft(affect(study, "all", s)),
+            f"random-revert[{fraction:.4f}] s{s}", graft(study.affect("all", s)),
             random_revert(base, fraction, seed=1000 + s)))
-        extra = [study.score(f"random-revert[{fraction:.4f}] s{s} r{i}", graft(affect(study, "all", s)),
+        extra = [study.score(f"random-revert[{fraction:.4f}] s{s} r{i}", graft(study.affect("all", s)),
                              random_revert(base, fraction, seed=1000 + 97 * i + s))
                  for i in range(1, cfg.random_controls) for s in study.seeds]
         if extra:
             out["random_more"] = extra
     if cfg.swap_control:
         out["swap"] = study.over_seeds("gate ← control's gate", lambda s: study.score(
-            f"swap[gate←control] s{s}", graft(affect(study, "all", s), modules=without("gate")),
-            graft(control(study, study.aux_seeds[0]), modules="gate")))
+            f"swap[gate←control] s{s}", graft(study.affect("all", s), modules=without("gate")),
+            graft(study.control(study.aux_seeds[0]), modules="gate")))
     rows = {"tuned (all modules)": tuned}
     rows.update({f"{kind} {m}": r for kind, d in (("revert", out["reverted"]), ("zero", out["zeroed"]),
                                                  ("noise", out["noised"])) for m, r in d.items()})
@@ -175,9 +161,10 @@ def ablate(study, results) -> dict:
 
 
 # ---- 7. interpolate -----------------------------------------------------------------------------
-def interpolate(study, results) -> dict:
+def interpolate(study: Study, results: dict) -> dict:
+    """Dose-response: W_base + α·ΔW for gate and the next strongest module (first seed only)."""
     seed = study.seeds[0]
-    adapter = affect(study, "all", seed)
+    adapter = study.affect("all", seed)
     ranking = (results.get("locate") or {}).get("summaries", {}).get("affective")
     runner_up = (sorted((m for m in ranking if m != "gate"), key=lambda m: -ranking[m]["rms"])[0]
                  if ranking else "up")
@@ -194,7 +181,7 @@ def interpolate(study, results) -> dict:
 
 
 # ---- 8. cost–performance ------------------------------------------------------------------------
-def cost(study, results) -> dict:
+def cost(study: Study, results: dict) -> dict:
     """Trainable parameters vs base-subtracted gain (paired CI) for every targeted configuration."""
     tgt = results.get("targeted")
     if not tgt:
@@ -207,18 +194,15 @@ def cost(study, results) -> dict:
                       "share (GET / all-module gain) is a verdict above"]}
 
 
-def neurons(study, results) -> dict:
+def neurons(study: Study, results: dict) -> dict:
+    """Neuron-level probes of gate_proj (:func:`.neurons.run_neurons`)."""
     from .neurons import run_neurons
     return run_neurons(study, results)
 
 
 # ---- figures ------------------------------------------------------------------------------------
-def _close(fig) -> None:
-    import matplotlib.pyplot as plt
-    plt.close(fig)
-
-
-def figures(study, results) -> dict[str, str]:
+def figures(study: Study, results: dict) -> dict[str, str]:
+    """Draw every figure of the report; return ``{key: path relative to the report folder}``."""
     fig_dir = study.run / "report" / "figures"
     out: dict[str, str] = {}
 
@@ -229,14 +213,14 @@ def figures(study, results) -> dict[str, str]:
     for run, table in tables.items():
         for metric in ("rms", "relative"):
             path = fig_dir / f"locate_heatmap_{run}_{metric}.png"
-            _close(table.heatmap(metric, path))
+            table.heatmap(metric, path)
             out[f"locate-heatmap-{run}-{metric}"] = rel(path)
-        _close(table.histograms(fig_dir / f"locate_histograms_{run}.png"))
+        table.histograms(fig_dir / f"locate_histograms_{run}.png")
         out[f"locate-histograms-{run}"] = rel(fig_dir / f"locate_histograms_{run}.png")
     if len(tables) > 1:
         for metric in ("l2", "rms"):
             path = fig_dir / f"locate_compare_{metric}.png"
-            _close(diff_module.compare_diffs(tables, metric, path=path))
+            diff_module.compare_diffs(tables, metric, path=path)
             out[f"locate-compare-{metric}"] = rel(path)
     base = (results.get("inherit") or {}).get("rows", {}).get("none")
     ref = {"base": base["mean"]} if base else None
@@ -261,14 +245,14 @@ def figures(study, results) -> dict[str, str]:
 
 
 # ---- 9. MER-UniBench (optional) -----------------------------------------------------------------
-def unibench(study, results) -> dict:
+def unibench(study: Study, results: dict) -> dict:
     """The eight-task benchmark from the user's subtitles: base, grafts of the affective adapter, GET."""
     from ..evaluation.subtitles import run_unibench
     from ..registry import intervene
     cfg, seed = study.cfg, study.cfg.seeds[0]
-    affect = study.adapter("affect-all", "all", seed)
-    runs = [("none" if s == "none" else key(s), s, affect) for s in cfg.unibench_sets]
-    runs.append(("GET adapter", "all", study.adapter("affect-gate", "gate", seed)))
+    tuned = study.affect("all", seed)
+    runs = [("none" if s == "none" else key(s), s, tuned) for s in cfg.unibench_sets]
+    runs.append(("GET adapter", "all", study.affect("gate", seed)))
     rows, details = {}, {}
     for name, mods, adapter in study.bar(runs, "MER-UniBench"):
         with intervene(study.model, *([] if mods == "none" else [graft(adapter, modules=mods)])):

@@ -10,15 +10,21 @@ information. ``beats_base``: the paired CI of (tuned − base) lies above 0.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING, Sequence
 
 from ..interventions import graft
 from . import stats
+from .results import ci_above_zero
+from .stats import Row
+
+if TYPE_CHECKING:
+    from .pipeline import Study
 
 LOSS_RATIO = 0.8
 FINAL_WINDOW = 3
 
 
-def loss_summary(losses: list[float]) -> tuple[float | None, float | None, bool]:
+def loss_summary(losses: Sequence[float]) -> tuple[float | None, float | None, bool]:
     """(first loss, final loss, loss failure): NaN anywhere, or final ≥ LOSS_RATIO × first."""
     if not losses:
         return None, None, True
@@ -29,7 +35,7 @@ def loss_summary(losses: list[float]) -> tuple[float | None, float | None, bool]
     return first, final, bad
 
 
-def entry(row: dict, base: dict, losses: list[float], seed: int, is_control: bool = False,
+def entry(row: Row, base: Row, losses: Sequence[float], seed: int, is_control: bool = False,
           draws: int = stats.DEFAULT_DRAWS) -> dict:
     """One health-table line for one adapter at one seed."""
     first, final, loss_bad = loss_summary(losses)
@@ -39,19 +45,16 @@ def entry(row: dict, base: dict, losses: list[float], seed: int, is_control: boo
             "chance": row.get("chance"), "first_loss": first, "final_loss": final,
             "collapsed": bool(constant), "constant_tasks": constant,
             "failed": loss_bad or (bool(constant) and not is_control),
-            "beats_base": bool(diff["ci"]) and diff["ci"][0] > 0}
+            "beats_base": ci_above_zero(diff["ci"])}
 
 
-def health_table(study) -> dict:
+def health_table(study: Study) -> dict:
     """The ``health`` object of ``results.json`` (see the module docstring)."""
-    from .experiments import affect, control, single_sets
     draws = study.cfg.bootstrap or stats.DEFAULT_DRAWS
     base = study.score("base")
-    runs = [("all", s) for s in study.seeds] + [("gate", s) for s in study.seeds] + \
-        [(m, s) for m in single_sets(study) for s in study.aux_seeds]
     tuned: dict[str, list] = {}
-    for mods, seed in study.bar(runs + [("control", s) for s in study.aux_seeds], "health"):
-        adapter = control(study, seed) if mods == "control" else affect(study, mods, seed)
+    for mods, seed in study.bar(study.affective_runs() + [("control", s) for s in study.aux_seeds], "health"):
+        adapter = study.control(seed) if mods == "control" else study.affect(mods, seed)
         row = study.score(f"{mods}-LoRA s{seed}", graft(adapter))
         tuned.setdefault(mods, []).append(entry(row, base, study.info(adapter)["losses"], seed,
                                                 is_control=mods == "control", draws=draws))

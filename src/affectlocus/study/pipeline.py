@@ -17,7 +17,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping, TypeVar
 
 from tqdm.auto import tqdm
 
@@ -27,14 +27,13 @@ from ..models import load_model
 from ..models.loader import fast_bf16, model_device
 from .._io import atomic_write_text as atomic_write
 from . import claims, stats
-from .config import STEPS, StudyConfig
+from .config import STEPS, StudyConfig, set_key
 from .data import affective_dataset, control_dataset
 from .evaluation import StudyEvaluator
 from .report import write_report
 from .training import train_lora
 
-GRID_FIELDS = ("targeted", "inherit_sets", "ablate_modules", "ablate_kinds", "random_controls", "swap_control",
-               "alphas", "neuron_k", "probe_layers", "skip", "bootstrap")
+T = TypeVar("T")
 TRAIN_FIELDS = ("model", "dtype", "device_map", "train_tasks", "n_train", "balance_train", "max_train_chars",
                 "shots", "instruction", "n_control", "steps", "batch_size", "lr", "warmup", "rank", "alpha", "max_length",
                 "bf16", "meld_dir")
@@ -42,7 +41,7 @@ TRAIN_FIELDS = ("model", "dtype", "device_map", "train_tasks", "n_train", "balan
 
 class Study:
     """One study run. ``model``/``tokenizer`` may be passed in (e.g. a tiny model in tests), and
-    ``tasks`` maps task names of the configuration to your own :class:`~affectlocus.bench.Task`."""
+    ``tasks`` maps task names of the configuration to your own :class:`~affectlocus.tasks.Task`."""
 
     def __init__(self, cfg: StudyConfig, model=None, tokenizer=None, progress: bool = True,
                  log: Callable[[str], None] = print, tasks: Mapping[str, Task] | None = None):
@@ -81,6 +80,7 @@ class Study:
         return self.run / "steps" / f"{step}.json"
 
     def cached(self, step: str) -> dict | None:
+        """A finished step's data, when saved under this configuration's fingerprint."""
         path = self._step_file(step)
         if path.exists():
             saved = json.loads(path.read_text())
@@ -128,7 +128,26 @@ class Study:
         atomic_write(out / "info.json", json.dumps(info))
         return out
 
+    def affect(self, modules: str, seed: int) -> Path:
+        """The affective adapter trained on ``modules`` (``"all"`` or a module-set key) at ``seed``."""
+        return self.adapter(f"affect-{modules}", modules, seed)
+
+    def control(self, seed: int) -> Path:
+        """The non-affective control adapter (all modules, arithmetic data) at ``seed``."""
+        return self.adapter("control-all", "all", seed, control=True)
+
+    def single_sets(self) -> list[str]:
+        """Module-set keys of the targeted runs besides gate and all."""
+        return [set_key(m) for m in self.cfg.targeted if set_key(m) not in ("gate", "all")]
+
+    def affective_runs(self) -> list[tuple[str, int]]:
+        """``(module-set key, seed)`` of every affective adapter: all and gate at the main seeds, the
+        other single sets at the auxiliary seeds."""
+        return [("all", s) for s in self.seeds] + [("gate", s) for s in self.seeds] + \
+            [(m, s) for m in self.single_sets() for s in self.aux_seeds]
+
     def info(self, adapter: Path) -> dict:
+        """The ``info.json`` of a trained adapter (losses, trainable parameters, seconds, ...)."""
         return json.loads((adapter / "info.json").read_text())
 
     def score(self, name: str, *interventions) -> dict:
@@ -145,11 +164,13 @@ class Study:
         return stats.over_seeds(name, rows, stats.Bootstrap.for_rows(rows, self.cfg.bootstrap or 1)
                                 if self.cfg.bootstrap else None)
 
-    def bar(self, items, desc: str):
+    def bar(self, items: Iterable[T], desc: str) -> Iterable[T]:
+        """``items`` with a progress bar (when ``progress``)."""
         return tqdm(items, desc=desc, disable=not self.progress, leave=False)
 
     # ---- the whole study -------------------------------------------------------------------------
     def run_all(self) -> dict:
+        """Every step (cached ones reused), the verdicts, figures, ``results.json`` and the report."""
         from . import experiments
         results: dict = {"config": self.cfg.to_dict()}
         for name in STEPS:

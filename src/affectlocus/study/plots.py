@@ -1,32 +1,40 @@
-"""Study figures (matplotlib, Agg): score bars with CIs, dose–response, cost–performance, neurons."""
+"""Study figures: score bars with CIs, dose–response, cost–performance, neurons.
+
+Figures are built with matplotlib's object API (:class:`matplotlib.figure.Figure`, saved as PNG by
+Agg), so drawing them neither needs a display nor touches pyplot's state or a notebook's backend.
+Rows may be :class:`~.results.ScoreRow` or their JSON form.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import matplotlib
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from ..diff.plots import save_figure
+from .results import RowLike, ScoreRow
 
-from ..diff.plots import save_figure  # noqa: E402
-
-Row = Mapping[str, object]
 GATE = "#d62728"
 OTHER = "#4c72b0"
 
 
-def _err(row: Row) -> tuple[float, float]:
-    lo, hi = row.get("ci") or (row["mean"], row["mean"])
-    return max(0.0, float(row["mean"]) - float(lo)), max(0.0, float(hi) - float(row["mean"]))
+def _err(row: ScoreRow) -> tuple[float, float]:
+    lo, hi = row.interval
+    return max(0.0, float(row.mean) - lo), max(0.0, hi - float(row.mean))
 
 
-def score_bars(rows: Mapping[str, Row], path: str | Path, title: str, xlabel: str = "mean score",
+def _axes(width: float, height: float):
+    fig = Figure(figsize=(width, height))
+    return fig, fig.subplots()
+
+
+def score_bars(rows: Mapping[str, RowLike], path: str | Path, title: str, xlabel: str = "mean score",
                reference: Mapping[str, float] | None = None) -> Path:
     """Horizontal bars (mean ± bootstrap CI); bars whose name mentions gate are red."""
+    rows = {n: ScoreRow.coerce(r) for n, r in rows.items()}
     names = list(rows)
-    fig, ax = plt.subplots(figsize=(7, 0.38 * len(names) + 1.4))
-    means = [float(rows[n]["mean"]) for n in names]
+    fig, ax = _axes(7, 0.38 * len(names) + 1.4)
+    means = [float(rows[n].mean) for n in names]
     errs = list(zip(*[_err(rows[n]) for n in names])) if names else [[], []]
     colors = [GATE if "gate" in n else OTHER for n in names]
     ax.barh(range(len(names)), means, xerr=errs, color=colors, alpha=0.85, capsize=3)
@@ -38,20 +46,19 @@ def score_bars(rows: Mapping[str, Row], path: str | Path, title: str, xlabel: st
     ax.set_xlabel(xlabel)
     ax.set_title(title)
     ax.grid(axis="x", alpha=0.3)
-    path = save_figure(fig, path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
-def dose_response(curves: Mapping[str, Sequence[tuple[float, Row]]], path: str | Path,
+def dose_response(curves: Mapping[str, Sequence[tuple[float, RowLike]]], path: str | Path,
                   title: str = "Interpolation between base and affective weights") -> Path:
     """Score vs α (0 = base weights, 1 = affective weights) per module, with CI bands."""
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = _axes(6.5, 4)
     for name, points in curves.items():
+        rows = [ScoreRow.coerce(r) for _, r in points]
         xs = [a for a, _ in points]
-        ys = [float(r["mean"]) for _, r in points]
-        lo = [float((r.get("ci") or (r["mean"], r["mean"]))[0]) for _, r in points]
-        hi = [float((r.get("ci") or (r["mean"], r["mean"]))[1]) for _, r in points]
+        ys = [float(r.mean) for r in rows]
+        lo = [r.interval[0] for r in rows]
+        hi = [r.interval[1] for r in rows]
         color = GATE if "gate" in name else None
         line, = ax.plot(xs, ys, marker="o", label=name, color=color)
         ax.fill_between(xs, lo, hi, alpha=0.15, color=line.get_color())
@@ -62,21 +69,20 @@ def dose_response(curves: Mapping[str, Sequence[tuple[float, Row]]], path: str |
     ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    path = save_figure(fig, path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
-def cost_performance(points: Mapping[str, tuple[int, Row]], path: str | Path, highlight: str = "gate",
+def cost_performance(points: Mapping[str, tuple[int, RowLike]], path: str | Path, highlight: str = "gate",
                      title: str = "Trainable parameters vs gain over the base",
                      ylabel: str = "gain over base (paired 95% CI)") -> Path:
     """Scatter of trainable parameters (log x) against a score (default: base-subtracted gain)."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
-    for name, (params, row) in points.items():
-        is_hl = name == highlight
-        ax.errorbar(params, float(row["mean"]), yerr=[[_err(row)[0]], [_err(row)[1]]], fmt="o",
+    fig, ax = _axes(6.5, 4.2)
+    for name, (params, point) in points.items():
+        row, is_hl = ScoreRow.coerce(point), name == highlight
+        err = _err(row)
+        ax.errorbar(params, float(row.mean), yerr=[[err[0]], [err[1]]], fmt="o",
                     color=GATE if is_hl else OTHER, ms=8 if is_hl else 5, capsize=3)
-        ax.annotate(name + (" (GET)" if is_hl else ""), (params, float(row["mean"])), fontsize=8,
+        ax.annotate(name + (" (GET)" if is_hl else ""), (params, float(row.mean)), fontsize=8,
                     xytext=(4, 4), textcoords="offset points")
     ax.set_xscale("log")
     ax.axhline(0, color="grey", lw=0.8)
@@ -84,19 +90,18 @@ def cost_performance(points: Mapping[str, tuple[int, Row]], path: str | Path, hi
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(alpha=0.3, which="both")
-    path = save_figure(fig, path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
-def neuron_curves(curves: Mapping[str, Sequence[tuple[int, Row]]], path: str | Path,
+def neuron_curves(curves: Mapping[str, Sequence[tuple[int, RowLike]]], path: str | Path,
                   title: str = "Ablating gate channels in the affective model") -> Path:
     """Score vs number of ablated gate channels per layer, for ranked and random choices."""
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = _axes(6.5, 4)
     for name, points in curves.items():
+        rows = [ScoreRow.coerce(r) for _, r in points]
         xs = [k for k, _ in points]
-        ys = [float(r["mean"]) for _, r in points]
-        yerr = list(zip(*[_err(r) for _, r in points])) if points else None
+        ys = [float(r.mean) for r in rows]
+        yerr = list(zip(*[_err(r) for r in rows])) if points else None
         ax.errorbar(xs, ys, yerr=yerr, marker="o", capsize=3, label=name,
                     color=OTHER if "random" in name else None)
     ks = sorted({int(k) for pts in curves.values() for k, _ in pts})
@@ -108,16 +113,14 @@ def neuron_curves(curves: Mapping[str, Sequence[tuple[int, Row]]], path: str | P
     ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    path = save_figure(fig, path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def probe_accuracy(series: Mapping[str, Mapping], chance: float, path: str | Path,
                    title: str = "Linear probe on gate_proj activations") -> Path:
     """Held-out accuracy of a logistic-regression probe per layer (one line per model), with the
     majority-class rate."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    fig, ax = _axes(6.5, 3.6)
     for name, per_layer in series.items():
         layers = sorted(int(k) for k in per_layer)
         ax.plot(layers, [per_layer[str(k)] if str(k) in per_layer else per_layer[k] for k in layers],
@@ -129,6 +132,4 @@ def probe_accuracy(series: Mapping[str, Mapping], chance: float, path: str | Pat
     ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    path = save_figure(fig, path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

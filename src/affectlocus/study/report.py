@@ -5,10 +5,13 @@ import html
 import json
 import os
 import platform
+import re
 from pathlib import Path
 from typing import Mapping
 
 from .._io import atomic_write_text as atomic_write
+from .claims import INCONCLUSIVE, Verdict
+from .results import RowLike, ScoreRow, fmt_ci
 from .stats import constant_tasks
 
 
@@ -22,12 +25,8 @@ def collapse_note(rows: Mapping[str, Mapping]) -> str | None:
             + "; ".join(f"`{k}` on {', '.join(v)}" for k, v in bad.items()))
 
 
-def _num(x, fmt: str = ".3f") -> str:
+def _num(x: float | None, fmt: str = ".3f") -> str:
     return "—" if x is None else format(float(x), fmt)
-
-
-def _ci(ci, fmt: str = ".3f") -> str:
-    return "—" if not ci else f"[{format(ci[0], fmt)}, {format(ci[1], fmt)}]"
 
 
 def health_lines(health: Mapping) -> list[str]:
@@ -35,17 +34,17 @@ def health_lines(health: Mapping) -> list[str]:
     base = health.get("base") or {}
     out = ["| configuration | seed | score [95% CI] | chance | tuned − base [paired 95% CI] | loss first → final "
            "| collapsed | failed | beats base |", "|" + "---|" * 9,
-           f"| base | — | {_num(base.get('mean'))} {_ci(base.get('ci'))} | {_num(base.get('chance'))} | — | — | "
+           f"| base | — | {_num(base.get('mean'))} {fmt_ci(base.get('ci'))} | {_num(base.get('chance'))} | — | — | "
            f"{'yes' if base.get('constant_tasks') else 'no'} | — | — |"]
     for name, entries in (health.get("tuned") or {}).items():
         for e in entries:
-            out.append(f"| `{name}` | {e['seed']} | {_num(e['mean'])} {_ci(e.get('ci'))} | {_num(e.get('chance'))} | "
-                       f"{_num(e.get('diff'), '+.3f')} {_ci(e.get('diff_ci'), '+.3f')} | "
+            out.append(f"| `{name}` | {e['seed']} | {_num(e['mean'])} {fmt_ci(e.get('ci'))} | {_num(e.get('chance'))} | "
+                       f"{_num(e.get('diff'), '+.3f')} {fmt_ci(e.get('diff_ci'), '+.3f')} | "
                        f"{_num(e.get('first_loss'))} → {_num(e.get('final_loss'))} | "
                        f"{'yes' if e['collapsed'] else 'no'} | {'**yes**' if e['failed'] else 'no'} | "
                        f"{'yes' if e['beats_base'] else '**no**'} |")
     if health.get("failures"):
-        out += ["", f"- **training failures**: {', '.join(health['failures'])} — every claim using them is inconclusive"]
+        out += ["", f"- **training failures**: {', '.join(health['failures'])} — every claim using them is {INCONCLUSIVE}"]
     if health.get("not_beating"):
         out += ["", f"- **not beating the base**: {', '.join(health['not_beating'])}"]
     if health.get("rules"):
@@ -53,26 +52,26 @@ def health_lines(health: Mapping) -> list[str]:
     return out
 
 
-def _fmt(row: Mapping | None) -> str:
-    if not row or row.get("mean") is None:
-        return "—"
-    lo, hi = row.get("ci") or (row["mean"], row["mean"])
-    return f"{float(row['mean']):.3f} [{float(lo):.3f}, {float(hi):.3f}]"
+def _fmt(row: ScoreRow) -> str:
+    return "—" if row.mean is None else f"{float(row.mean):.3f} {fmt_ci(row.interval)}"
 
 
-def score_table(rows: Mapping[str, Mapping], first: str = "configuration", extra: Mapping[str, Mapping] | None = None
-                ) -> list[str]:
+def _task_mean(row: ScoreRow, task: str) -> str:
+    score = (row.per_task or {}).get(task)
+    return "—" if score is None or score.mean is None else f"{float(score.mean):.3f}"
+
+
+def score_table(rows: Mapping[str, RowLike], first: str = "configuration",
+                extra: Mapping[str, Mapping] | None = None) -> list[str]:
     """Markdown table: name | mean [CI] | per-task means (| extra columns)."""
-    tasks = sorted({t for r in rows.values() for t in (r.get("per_task") or {})})
+    rows = {name: ScoreRow.coerce(row) for name, row in rows.items()}
+    tasks = sorted({t for r in rows.values() for t in (r.per_task or {})})
     extra = extra or {}
     extra_cols = sorted({c for e in extra.values() for c in e})
     head = [first, "mean score [95% CI]", *tasks, *extra_cols]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, row in rows.items():
-        cells = [f"`{name}`", _fmt(row)]
-        per_task = row.get("per_task") or {}
-        cells += [f"{float(per_task[t]['mean']):.3f}" if per_task.get(t, {}).get("mean") is not None else "—"
-                  for t in tasks]
+        cells = [f"`{name}`", _fmt(row), *(_task_mean(row, t) for t in tasks)]
         cells += [str(extra.get(name, {}).get(c, "—")) for c in extra_cols]
         out.append("| " + " | ".join(cells) + " |")
     return out
@@ -96,8 +95,8 @@ def render_markdown(results: Mapping) -> str:
                   f"auxiliary runs (control, other single modules) at seeds {h.get('aux_seeds')}.", ""]
         lines += health_lines(h) + [""]
     lines += ["## Verdicts", "", "| claim | verdict | evidence |", "|---|---|---|"]
-    for v in results.get("verdicts", []):
-        lines.append(f"| {v['claim']} | **{v['verdict']}** | {v['evidence']} |")
+    for v in map(Verdict.from_dict, results.get("verdicts", [])):
+        lines.append(f"| {v.claim} | **{v.verdict}** | {v.evidence} |")
     if results.get("rules"):
         lines += ["", "### Decision rules", ""] + [f"- {r}" for r in results["rules"]]
         lines.append(f"- This run: n = {cfg.get('n_eval')} test examples per task ({', '.join(cfg.get('eval_tasks', []))}), "
@@ -153,6 +152,7 @@ def render_markdown(results: Mapping) -> str:
 
 
 def versions() -> dict[str, str]:
+    """Versions of the package, Python and the libraries a run depends on, and the machine."""
     import peft
     import torch
     import transformers
@@ -164,7 +164,6 @@ def versions() -> dict[str, str]:
 
 
 def _inline(text: str) -> str:
-    import re
     text = html.escape(text)
     text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
     return re.sub(r"`(.+?)`", r"<code>\1</code>", text)

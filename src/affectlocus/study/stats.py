@@ -1,10 +1,11 @@
 """Statistics of the study: hierarchical and paired bootstrap over seeds *and* examples, Holm's rule.
 
-A **score row** is what :class:`~affectlocus.study.evaluation.StudyEvaluator` returns for one
-configuration at one training seed (or none, for the base)::
+They compute on score rows in their JSON form (:class:`~affectlocus.study.results.ScoreRow` is the
+typed view). A single-seed row is what :class:`~affectlocus.study.evaluation.StudyEvaluator` returns
+for one configuration at one training seed (or none, for the base)::
 
-    {"name", "metric", "mean", "ci", "chance",
-     "per_task": {task: {"mean", "ci", "n", "chance", "pred": [int], "truth": [int], "labels": [...]}}}
+    {"metric", "mean", "chance", "ci", "name",
+     "per_task": {task: {"mean", "n", "chance", "labels": [...], "pred": [int], "truth": [int]}}}
 
 A **multi-seed row** (:func:`over_seeds`) holds the per-seed rows under ``"per_seed"`` and the seeds
 under ``"seeds"``. Every configuration is scored on the same examples, so differences are *paired*:
@@ -21,7 +22,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..tasks.classification import classification_metrics, percentile_ci as interval
+from ..errors import DataError
+from ..tasks.classification import classification_metrics, percentile_ci
 
 Row = Mapping[str, object]
 #: Bootstrap draws of the study's CIs (seeded; see :class:`Bootstrap`).
@@ -34,6 +36,7 @@ def per_seed(row: Row) -> list[Row]:
 
 
 def tasks_of(row: Row) -> list[str]:
+    """The task names of ``row`` (its first seed's)."""
     return list(per_seed(row)[0]["per_task"])
 
 
@@ -77,6 +80,7 @@ class Bootstrap:
 
     @classmethod
     def for_rows(cls, rows: Sequence[Row], draws: int = DEFAULT_DRAWS, seed: int = 0) -> "Bootstrap":
+        """The draws for comparing ``rows`` (tasks and sizes of the first row; the most seeds of any)."""
         first = per_seed(rows[0])[0]["per_task"]
         return cls({t: int(v["n"]) for t, v in first.items()}, max(len(per_seed(r)) for r in rows),
                    draws, seed)
@@ -97,7 +101,7 @@ class Bootstrap:
             P = np.stack([np.asarray(s["per_task"][task]["pred"], dtype=int) for s in seeds])  # [S, n]
             idx = self.example_idx[task]
             if idx.shape[1] != len(y):
-                raise ValueError(f"task {task}: rows scored on {len(y)} examples, bootstrap built for "
+                raise DataError(f"task {task}: rows scored on {len(y)} examples, bootstrap built for "
                                  f"{idx.shape[1]}")
             yy = y[idx]                                                     # [B, n]
             scores = np.zeros((self.draws, sidx.shape[1]))
@@ -138,7 +142,7 @@ def over_seeds(name: str, rows: Sequence[Row], boot: Bootstrap | None = None) ->
     means = [float(r["mean"]) for r in rows]
     tasks = tasks_of(rows[0])
     return {"name": name, "metric": rows[0].get("metric"), "mean": float(np.mean(means)),
-            "sd": float(np.std(means, ddof=1)), "ci": interval(boot.samples({"per_seed": rows})),
+            "sd": float(np.std(means, ddof=1)), "ci": percentile_ci(boot.samples({"per_seed": rows})),
             "chance": rows[0].get("chance"), "seeds": [r.get("seed") for r in rows],
             "per_task": {t: {"mean": float(np.mean([r["per_task"][t]["mean"] for r in rows])),
                              "chance": rows[0]["per_task"][t].get("chance")} for t in tasks},
@@ -149,7 +153,7 @@ def paired_diff(a: Row, b: Row, boot: Bootstrap | None = None) -> dict:
     """``a − b`` with a paired (seeds × examples) bootstrap CI and one-sided p-value of a > b."""
     boot = boot or Bootstrap.for_rows([a, b])
     d = boot.samples(a) - boot.samples(b)
-    return {"diff": point(a) - point(b), "ci": interval(d), "p": p_greater(d)}
+    return {"diff": point(a) - point(b), "ci": percentile_ci(d), "p": p_greater(d)}
 
 
 def paired_ratio(num_a: Row, num_b: Row, den_a: Row, den_b: Row, boot: Bootstrap | None = None) -> dict:
@@ -160,13 +164,13 @@ def paired_ratio(num_a: Row, num_b: Row, den_a: Row, den_b: Row, boot: Bootstrap
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(den > 0, num / den, np.nan)
     d = point(den_a) - point(den_b)
-    return {"ratio": (point(num_a) - point(num_b)) / d if d else float("nan"), "ci": interval(ratio),
+    return {"ratio": (point(num_a) - point(num_b)) / d if d else float("nan"), "ci": percentile_ci(ratio),
             "undefined_draws": float(np.mean(~np.isfinite(ratio)))}
 
 
 def example_ci(row: Row, draws: int = DEFAULT_DRAWS, seed: int = 0) -> list[float] | None:
     """CI of a single-seed row over examples only."""
-    return interval(Bootstrap.for_rows([row], draws, seed).samples(row))
+    return percentile_ci(Bootstrap.for_rows([row], draws, seed).samples(row))
 
 
 def constant_tasks(row: Row) -> list[str]:
@@ -192,8 +196,8 @@ def layer_share_diff(affect: Sequence[Mapping[str, float]], control: Sequence[Ma
     idx = np.random.default_rng([seed, zlib.crc32(b"layers")]).integers(0, len(d), (draws, len(d)))
     boot = np.nanmean(d[idx], axis=1)
     return {"affective": float(np.nanmean(a)), "control": float(np.nanmean(c)), "diff": float(np.nanmean(d)),
-            "ci": interval(boot), "layers": len(d)}
+            "ci": percentile_ci(boot), "layers": len(d)}
 
 
-__all__ = ["Bootstrap", "DEFAULT_DRAWS", "constant_tasks", "example_ci", "holm", "interval",
-           "layer_share_diff", "over_seeds", "p_greater", "paired_diff", "paired_ratio", "per_seed", "point"]
+__all__ = ["Bootstrap", "DEFAULT_DRAWS", "Row", "constant_tasks", "example_ci", "holm", "layer_share_diff",
+           "over_seeds", "p_greater", "paired_diff", "paired_ratio", "per_seed", "point"]

@@ -39,8 +39,10 @@ def chance_level(y: Sequence[int], k: int, metric: str) -> float:
     return float(max(classification_metrics(y, np.full_like(y, c), k)[metric][0] for c in range(k)))
 
 
-def percentile_ci(samples: np.ndarray, level: float = 0.95) -> list[float] | None:
+def percentile_ci(samples: np.ndarray | None, level: float = 0.95) -> list[float] | None:
     """Percentile interval of the finite bootstrap samples (None when there are none)."""
+    if samples is None:
+        return None
     s = np.asarray(samples, dtype=float)
     s = s[np.isfinite(s)]
     if s.size == 0:

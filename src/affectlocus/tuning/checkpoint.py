@@ -15,7 +15,7 @@ from typing import Any, Iterable
 import torch
 
 from .._io import atomic_write
-from ..errors import CheckpointError, ResumeError, TuningError  # noqa: F401  (re-exported)
+from ..errors import CheckpointError
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

@@ -6,9 +6,19 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import typing
 
 from ..models.cli_args import add_device_args, device_kwargs
 from .params import count_trainable, known_archs, ratio_table
+from .trainer import TrainConfig, train
+
+#: :class:`TrainConfig` fields ``train`` and ``sweep`` do not offer as ``--field-name`` (type, default and
+#: help come from the dataclass): ``modules`` is train's own (its default is the GET cell), ``template``
+#: is offered negated, ``device`` by :func:`add_device_args`; the rest stay library-only.
+_OWN = ("modules", "template", "device", "bf16", "gradient_checkpointing", "group_by_length")
+_NO_TEMPLATE_HELP = "ignore the tokenizer's chat template"
+_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
 def run_params(args: argparse.Namespace) -> int:
@@ -24,15 +34,10 @@ def run_params(args: argparse.Namespace) -> int:
     return 0
 
 
-def _config(args: argparse.Namespace):
-    from .trainer import TrainConfig
-    return TrainConfig(method=args.method, modules=getattr(args, "modules", "all"), layers=args.layers,
-                       r=args.r, alpha=args.alpha, dropout=args.dropout, rslora=args.rslora, steps=args.steps,
-                       batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
-                       weight_decay=args.weight_decay, warmup=args.warmup,
-                       max_grad_norm=args.max_grad_norm or None, max_length=args.max_length, seed=args.seed,
-                       template=False if args.no_template else None, save_every=args.save_every,
-                       device=getattr(args, "device", None))
+def _config(args: argparse.Namespace) -> TrainConfig:
+    values = {name: getattr(args, name) for name in _FIELDS if hasattr(args, name)}
+    values["max_grad_norm"] = values["max_grad_norm"] or None  # the command line's 0: no clipping
+    return TrainConfig(**values, template=False if args.no_template else None)
 
 
 def _data(args: argparse.Namespace):
@@ -52,7 +57,6 @@ def _load(args: argparse.Namespace):
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .trainer import train
     model, tok = _load(args)
     res = train(model, tok, _data(args), args.out, _config(args), overwrite=args.overwrite,
                 progress=not args.quiet)
@@ -79,30 +83,29 @@ def run_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _option(f: dataclasses.Field, hint) -> dict:
+    """``add_argument`` keywords for one :class:`TrainConfig` field: its default, help and choices, its
+    type (``X | None`` → ``X``; ``Any`` → a string), and a flag for a ``bool`` that defaults to False."""
+    kinds = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
+    kwargs = {"default": f.default, "help": f.metadata.get("help")}
+    if kinds[0] is bool:
+        return {**kwargs, "action": "store_true"}
+    if "choices" in f.metadata:
+        kwargs["choices"] = f.metadata["choices"]
+    return {**kwargs, "type": kinds[0]} if kinds[0] in (int, float, str) else kwargs
+
+
 def _training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="smollm2-135m", help="alias, HF folder, .safetensors or .gguf")
     p.add_argument("--data", help="JSONL of {\"prompt\": …, \"answer\": …}")
     p.add_argument("--control", type=int, default=0, metavar="N",
                    help="train on N generated arithmetic problems (the non-affective control) instead")
     p.add_argument("--out", required=True, help="run folder (resumed when it holds an unfinished run)")
-    p.add_argument("--method", choices=("lora", "full"), default="lora",
-                   help="LoRA on the sites, or full fine-tuning of only the selected weights")
-    p.add_argument("--layers", default=None, help="layers: '10:20', '0,5', '-1' (default: all)")
-    p.add_argument("--r", type=int, default=16)
-    p.add_argument("--alpha", type=float, default=32.0)
-    p.add_argument("--dropout", type=float, default=0.05)
-    p.add_argument("--rslora", action="store_true")
-    p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=8, help="per process and micro-batch")
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--warmup", type=float, default=0.03, help="fraction of steps (<1) or steps (≥1)")
-    p.add_argument("--max-grad-norm", type=float, default=1.0, help="0 disables clipping")
-    p.add_argument("--max-length", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--save-every", type=int, default=50, help="checkpoint period in steps (0: none)")
-    p.add_argument("--no-template", action="store_true", help="ignore the tokenizer's chat template")
+    hints = typing.get_type_hints(TrainConfig)
+    for name, f in _FIELDS.items():
+        if name not in _OWN:
+            p.add_argument(f"--{name.replace('_', '-')}", **_option(f, hints[name]))
+    p.add_argument("--no-template", action="store_true", help=_NO_TEMPLATE_HELP)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device_args(p)  # the model trains where it is loaded (no silent move to a GPU)
 
@@ -112,12 +115,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                                       "every single module and pair), computed on the meta device")
     p.add_argument("--arch", default="qwen2.5-7b",
                    help=f"shipped config ({', '.join(known_archs())}) or a config.json / model folder")
-    p.add_argument("--r", type=int, default=16, help="LoRA rank (default 16)")
+    p.add_argument("--r", type=int, default=TrainConfig.r, help=f"LoRA rank (default {TrainConfig.r})")
     p.set_defaults(func=run_params)
     t = sub.add_parser("train", help="fine-tune selected sites (LoRA or full) on prompt/answer pairs; "
                                      "resumable; runs under accelerate launch")
     _training_args(t)
-    t.add_argument("--modules", default="gate", help="e.g. gate (GET), attn+gate, all (default: gate)")
+    t.add_argument("--modules", default="gate",
+                   help=f"{_FIELDS['modules'].metadata['help']} (default: gate)")
     t.add_argument("--overwrite", action="store_true", help="discard a run already in --out")
     t.set_defaults(func=run_train)
     s = sub.add_parser("sweep", help="train + evaluate module sets × seeds; one row per finished cell; "

@@ -15,10 +15,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from ..errors import ArchitectureError, _preview
+from ..errors import ArchitectureError, ConfigError, _preview
 from ..sites import CANONICAL, Selection, select
 
 CONFIG_DIR = Path(__file__).with_name("configs")
+METHODS = ("lora", "full")  # LoRA on the sites, or full fine-tuning of only the selected weights
 
 
 def known_archs() -> list[str]:
@@ -60,10 +61,6 @@ class ParamCount:
     sites: int = 0
     detail: dict[str, int] = field(default_factory=dict, repr=False)
 
-    @property
-    def fraction_of_model(self) -> float:
-        return self.total / self.model_params
-
 
 def count_trainable(model_or_config: Any, selection: Any = "all", *, r: int | None = None,
                     layers=None, method: str | None = None) -> ParamCount:
@@ -79,6 +76,10 @@ def count_trainable(model_or_config: Any, selection: Any = "all", *, r: int | No
     sel = selection if isinstance(selection, Selection) else Selection(selection, layers)
     sites = sel.resolve(model)
     method = method or ("lora" if r is not None else "full")
+    if method not in METHODS:
+        raise ConfigError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    if method == "lora" and (r is None or int(r) < 1):
+        raise ConfigError(f"counting LoRA parameters needs a rank r ≥ 1, got r={r!r}")
     per_module = {m: 0 for m in CANONICAL if any(s.module == m for s in sites)}
     detail = {}
     for s in sites:

@@ -7,7 +7,6 @@ LoRA cannot target a row slice with stock peft; :func:`affectlocus.tuning.target
 """
 from __future__ import annotations
 
-import hashlib
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,8 +14,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from ..models.fingerprint import model_fingerprint
 from ..sites import Site, select
-from .checkpoint import TuningError
+from ..errors import TuningError
 from .lora import target_regex, verify_targets
 
 
@@ -117,14 +117,12 @@ def prepare_full(model: nn.Module, modules, layers, *, keep_base: bool = False) 
 
 
 def model_signature(model: nn.Module) -> dict:
-    """Identity of a base model for resume checks: class, size, dimensions and a hash of a few weights."""
+    """Identity of a base model for resume checks: class, size, dimensions and a hash of a few weights
+    (:func:`~affectlocus.models.fingerprint.model_fingerprint`'s ``"ends"`` scheme, which existing run
+    folders were written with)."""
     cfg = getattr(model, "config", None)
     dims = {k: getattr(cfg, k, None) for k in ("model_type", "hidden_size", "intermediate_size",
                                                 "num_hidden_layers", "vocab_size")}
-    h = hashlib.sha256()
     named = [(n, p) for n, p in model.named_parameters() if "lora_" not in n]
-    for _, p in (named[:2] + named[-2:]):
-        flat = p.detach().reshape(-1)[:4096].to("cpu", torch.float32)
-        h.update(flat.numpy().tobytes())
     return {"class": type(model).__name__, "params": sum(p.numel() for _, p in named), **dims,
-            "weights": h.hexdigest()[:16]}
+            "weights": model_fingerprint(model, scheme="ends", skip="lora_")}

@@ -18,12 +18,11 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 import torch.nn as nn
 
-from ..errors import DataError
+from ..errors import DataError, ResumeError, TuningError
 from ..models.loader import model_device
 from .._io import atomic_path
 from ..sites import parse_modules
-from .checkpoint import ResumeError, TuningError, add_row, describe_difference, read_json, \
-    read_jsonl, write_json
+from .checkpoint import add_row, describe_difference, read_json, read_jsonl, write_json
 from .data import SFTDataset, build_dataset, load_pairs
 from .params import count_trainable
 from .prepare import model_signature
@@ -84,7 +83,7 @@ def sweep(model: nn.Module | str, tokenizer=None, data: Sequence[tuple[str, str]
     :class:`TrainConfig` field) moves the model there once, before the first cell; ``None`` keeps it
     where it is."""
     import pandas as pd
-    cfg = dataclasses.replace(config or TrainConfig(), **overrides)
+    cfg = (config or TrainConfig()).updated(**overrides)
     cfg.validate()
     if isinstance(model, (str, Path)):
         from ..models import load_model

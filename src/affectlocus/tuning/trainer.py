@@ -5,9 +5,8 @@ mean over answer tokens of the whole (global) batch. bf16 autocast and gradient 
 by themselves on a GPU. Runs unchanged under ``accelerate launch`` (data parallel: every process takes
 its slice of each global batch). A run folder holds ``run.json`` (identity and status), ``log.jsonl``
 (one line per step), ``checkpoint.pt`` while running (atomic, every ``save_every`` steps) and, when
-finished, a peft adapter (LoRA) or ``tuned_weights.safetensors`` (full: only the trained tensors).
-Running the same call again resumes from the checkpoint (same loss curve) or, when finished, loads
-the result without training.
+finished, a peft adapter (LoRA) or ``tuned_weights.safetensors`` (full: only the trained tensors). Running
+the same call again resumes from the checkpoint (same loss curve) or, once finished, loads the result.
 """
 from __future__ import annotations
 
@@ -27,18 +26,18 @@ import torch
 import torch.nn as nn
 
 from .._io import atomic_path
+from ..errors import ResumeError, TuningError
 from ..sites import find_decoder, parse_layers, parse_modules
-from .checkpoint import (ResumeError, TuningError, append_jsonl, describe_difference,
-                         fingerprint, load_checkpoint, read_json, read_jsonl, rng_state, save_checkpoint,
-                         set_rng_state, write_json, write_jsonl)
+from .checkpoint import (append_jsonl, describe_difference, fingerprint, load_checkpoint, read_json, read_jsonl,
+                         rng_state, save_checkpoint, set_rng_state, write_json, write_jsonl)
 from .data import DataOrder, SFTDataset, build_dataset, load_pairs
 from .placement import accelerator, launched, place
 from .loss import answer_loss_sum
+from .params import METHODS
 from .prepare import Prepared, model_signature, prepare_full, prepare_lora
 
 WEIGHTS_FILE = "tuned_weights.safetensors"
-RUN_FILES = ("run.json", "log.jsonl", "checkpoint.pt", "adapter_config.json", "adapter_model.safetensors",
-             WEIGHTS_FILE)
+RUN_FILES = ("run.json", "log.jsonl", "checkpoint.pt", "adapter_config.json", "adapter_model.safetensors", WEIGHTS_FILE)
 
 
 @dataclass
@@ -51,38 +50,45 @@ class TrainConfig:
     Under a multi-process ``accelerate launch`` accelerate places the model on each process's device.
     """
 
-    method: str = "lora"                # "lora" or "full" (only the selected weights train)
-    modules: Any = "all"
-    layers: Any = None
+    method: str = field(default="lora", metadata={"choices": METHODS, "help": (
+        "LoRA on the sites, or full fine-tuning of only the selected weights")})
+    modules: Any = field(default="all", metadata={"help": "e.g. gate (GET), attn+gate, all"})
+    layers: Any = field(default=None, metadata={"help": "layers: '10:20', '0,5', '-1' (default: all)"})
     r: int = 16
     alpha: float = 32.0
     dropout: float = 0.05
     rslora: bool = False
     steps: int = 100
-    batch_size: int = 8                 # per process and micro-batch
+    batch_size: int = field(default=8, metadata={"help": "per process and micro-batch"})
     grad_accum: int = 1
     lr: float = 2e-4
     weight_decay: float = 0.0
-    warmup: float = 0.03                # a fraction of steps (< 1) or a number of steps
-    max_grad_norm: float | None = 1.0
+    warmup: float = field(default=0.03, metadata={"help": "fraction of steps (<1) or steps (≥1)"})
+    max_grad_norm: float | None = field(default=1.0, metadata={"help": "0 disables clipping"})
     max_length: int = 256
     seed: int = 0
     template: bool | None = None        # chat template: None → when the tokenizer has one
     bf16: bool | None = None            # None → on a GPU that supports it; True: bf16 autocast on CPU too
     gradient_checkpointing: bool | None = None  # None → on a GPU
-    save_every: int = 50                # checkpoint period in steps (0: only the final result)
+    save_every: int = field(default=50, metadata={"help": "checkpoint period in steps (0: none)"})
     group_by_length: bool = False       # batches of similar length (less padding); order still seeded
     device: str | None = None           # None → train where the model is; "cpu", "cuda:1", …: moved there first
 
+    def updated(self, **overrides: Any) -> "TrainConfig":
+        """A copy with ``overrides`` (:class:`TuningError` naming the fields on an unknown one)."""
+        try:
+            return dataclasses.replace(self, **overrides)
+        except TypeError as exc:
+            raise TuningError(f"{exc}; TrainConfig fields: {', '.join(f.name for f in dataclasses.fields(self))}") from None
+
     def validate(self) -> None:
-        if self.method not in ("lora", "full"):
-            raise TuningError(f"method must be 'lora' or 'full', got {self.method!r}")
+        if self.method not in METHODS:
+            raise TuningError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         for name in ("steps", "batch_size", "grad_accum", "r", "max_length"):
             if int(getattr(self, name)) < 1:
                 raise TuningError(f"{name} must be ≥ 1, got {getattr(self, name)!r}")
         if self.lr <= 0 or self.warmup < 0 or self.save_every < 0:
-            raise TuningError(f"need lr > 0, warmup ≥ 0, save_every ≥ 0 (got {self.lr}, {self.warmup}, "
-                              f"{self.save_every})")
+            raise TuningError(f"need lr > 0, warmup ≥ 0, save_every ≥ 0 (got {self.lr}, {self.warmup}, {self.save_every})")
 
 
 @dataclass
@@ -161,11 +167,7 @@ def train(model: nn.Module | str, tokenizer=None, data: Sequence[tuple[str, str]
     starts afresh). ``keep_base`` keeps a CPU copy of fully fine-tuned weights for
     :meth:`TrainResult.restore`. ``callback(step, loss)`` runs after every step.
     """
-    try:
-        cfg = dataclasses.replace(config or TrainConfig(), **overrides)
-    except TypeError as exc:
-        names = ", ".join(f.name for f in dataclasses.fields(TrainConfig))
-        raise TuningError(f"{exc}; TrainConfig fields: {names}") from None
+    cfg = (config or TrainConfig()).updated(**overrides)
     cfg.validate()
     if isinstance(model, (str, Path)):
         from ..models import load_model

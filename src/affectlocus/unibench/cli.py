@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..errors import AffectLocusError, DataError
+from .._cli import run_standalone
+from ..errors import DataError
 from .metrics import HitRate, SentimentScore
 from .outputs import (UNIBENCH_DATASETS, FolderScore, dataset_from_path, normalise_dataset, score_output,
                       score_results_folder, scoring_file, summary_mean)
@@ -75,24 +75,16 @@ def _format_folder(res: FolderScore) -> list[str]:
     return lines
 
 
-def score_path(path: str | Path, dataset: str | None, labels: str | Path,
-               wheels: str | Path | None) -> dict[str, Any]:
-    """Score PATH (file or folder) and return the JSON-ready result object."""
-    path = Path(path)
+#: What PATH scores to: a results folder's best checkpoint per dataset, or one file's (dataset, scored file, result).
+Scored = dict[str, FolderScore] | tuple[str, Path, HitRate | SentimentScore]
+
+
+def _score(path: Path, dataset: str | None, labels: str | Path, wheels: str | Path | None) -> Scored:
+    """A folder's results per dataset, or a file's ``(dataset, scored file, result)``."""
     if not path.exists():
         raise DataError(f"no such file or folder: {path}")
     if path.is_dir():
-        results = score_results_folder(path, labels, wheels, dataset)
-        if len(results) == 1:
-            return next(iter(results.values())).to_dict()
-        return {"datasets": {ds: r.to_dict() for ds, r in results.items()}, "mean": summary_mean(results),
-                "n_datasets": sum(r.best is not None for r in results.values())}
-    ds, source, res = _score_file(path, dataset, labels, wheels)
-    return {"dataset": ds, "path": str(path), "scored_from": str(source), **res.to_dict()}
-
-
-def _score_file(path: Path, dataset: str | None, labels: str | Path,
-                wheels: str | Path | None) -> tuple[str, Path, HitRate | SentimentScore]:
+        return score_results_folder(path, labels, wheels, dataset)
     ds = normalise_dataset(dataset) if dataset else dataset_from_path(path)
     if ds is None:
         raise DataError(f"{path}: cannot tell the dataset from the path; pass --dataset "
@@ -100,45 +92,42 @@ def _score_file(path: Path, dataset: str | None, labels: str | Path,
     return ds, scoring_file(path, ds), score_output(path, ds, labels, wheels)
 
 
-def _render(path: Path, dataset: str | None, labels: str, wheels: str | None) -> list[str]:
-    if path.is_dir():
-        results = score_results_folder(path, labels, wheels, dataset)
-        lines: list[str] = []
-        for r in results.values():
-            lines.extend(_format_folder(r))
-        if len(results) > 1:
-            lines.append("")
-            lines.append(f"{'dataset':<14}{'best':>8}  checkpoint")
-            for ds, r in results.items():
-                best = _pct(r.best.score if r.best else None)
-                lines.append(f"{ds:<14}{best:>8}  {r.best_checkpoint or '—'}")
-            lines.append(f"{'mean':<14}{_pct(summary_mean(results)):>8}")
-        return lines
-    if not path.exists():
-        raise DataError(f"no such file or folder: {path}")
-    ds, source, res = _score_file(path, dataset, labels, wheels)
-    return [f"{ds}  {source}", *_format_score(res)]
+def _as_json(path: Path, scored: Scored) -> dict[str, Any]:
+    """The JSON-ready result (fractions in [0, 1])."""
+    if isinstance(scored, dict):
+        if len(scored) == 1:
+            return next(iter(scored.values())).to_dict()
+        return {"datasets": {ds: r.to_dict() for ds, r in scored.items()}, "mean": summary_mean(scored),
+                "n_datasets": sum(r.best is not None for r in scored.values())}
+    ds, source, res = scored
+    return {"dataset": ds, "path": str(path), "scored_from": str(source), **res.to_dict()}
+
+
+def _as_lines(scored: Scored) -> list[str]:
+    """The plain-text result (percent)."""
+    if not isinstance(scored, dict):
+        ds, source, res = scored
+        return [f"{ds}  {source}", *_format_score(res)]
+    lines = [line for r in scored.values() for line in _format_folder(r)]
+    if len(scored) > 1:
+        lines += ["", f"{'dataset':<14}{'best':>8}  checkpoint"]
+        for ds, r in scored.items():
+            lines.append(f"{ds:<14}{_pct(r.best.score if r.best else None):>8}  {r.best_checkpoint or '—'}")
+        lines.append(f"{'mean':<14}{_pct(summary_mean(scored)):>8}")
+    return lines
 
 
 def run_score(args: argparse.Namespace) -> int:
     """Handler for the parsed ``score`` arguments; prints the result, returns the exit code."""
-    if args.json:
-        obj = score_path(args.path, args.dataset, args.labels, args.wheels)
-        print(json.dumps(obj, indent=2))
-    else:
-        print("\n".join(_render(Path(args.path), args.dataset, args.labels, args.wheels)))
+    path = Path(args.path)
+    scored = _score(path, args.dataset, args.labels, args.wheels)
+    print(json.dumps(_as_json(path, scored), indent=2) if args.json else "\n".join(_as_lines(scored)))
     return 0
 
 
 def main_score(argv: Sequence[str] | None = None) -> int:
     """Run ``bench score`` on ``argv`` directly (errors → message on stderr, exit code 2)."""
-    parser = _configure(argparse.ArgumentParser(prog="affectlocus bench score", description=_HELP))
-    args = parser.parse_args(list(argv) if argv is not None else None)
-    try:
-        return run_score(args)
-    except AffectLocusError as exc:
-        print(f"affectlocus: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+    return run_standalone("affectlocus bench score", _HELP, _configure, run_score, argv)
 
 
-__all__ = ["add_score_parser", "run_score", "main_score", "score_path"]
+__all__ = ["add_score_parser", "main_score", "run_score"]

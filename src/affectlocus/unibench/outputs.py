@@ -76,7 +76,7 @@ def normalise_dataset(name: str) -> str:
                     "(case-insensitive; aliases: mosi, mosei, iemocap)")
 
 
-def task_kind(dataset: str) -> str:
+def dataset_kind(dataset: str) -> str:
     """``"emotion"`` (five-wheel hit rate) or ``"sentiment"`` (weighted F1)."""
     return "emotion" if normalise_dataset(dataset) in EMOTION_DATASETS else "sentiment"
 
@@ -177,7 +177,7 @@ def checkpoint_base(path: str | Path) -> Path:
 def scoring_file(path: str | Path, dataset: str) -> Path:
     """The sibling file a dataset is scored from, checked to exist."""
     base = checkpoint_base(path)
-    suffix = "-openset.npz" if task_kind(dataset) == "emotion" else "-openset-sentiment.npz"
+    suffix = "-openset.npz" if dataset_kind(dataset) == "emotion" else "-openset-sentiment.npz"
     target = base.with_name(base.name + suffix)
     if not target.is_file():
         step = "emotion lists" if suffix == "-openset.npz" else "sentiment labels"
@@ -328,7 +328,7 @@ def summary_mean(results: Mapping[str, FolderScore]) -> float | None:
 
 
 __all__ = ["UNIBENCH_DATASETS", "EMOTION_DATASETS", "SENTIMENT_DATASETS", "LABEL_SPECS", "LabelSpec",
-           "FolderScore", "normalise_dataset", "task_kind", "dataset_from_path", "label_file",
+           "FolderScore", "normalise_dataset", "dataset_kind", "dataset_from_path", "label_file",
            "load_test_labels", "read_reasons",
            "read_items", "checkpoint_base", "scoring_file", "score_output", "find_run_dir", "score_run",
            "score_results_folder", "summary_mean"]
