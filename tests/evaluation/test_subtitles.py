@@ -1,4 +1,4 @@
-"""The MER-UniBench tasks from subtitles: synthetic label npz + subtitle CSVs, the real wheels."""
+"""The MER-UniBench tasks from subtitles: synthetic label npz + subtitle CSVs, the packaged real wheels."""
 from __future__ import annotations
 
 
@@ -15,7 +15,7 @@ from affectlocus.unibench.wheels import EmotionWheels
 from affectlocus.errors import DataError
 from affectlocus.models import tiny_model
 
-from _unibench import EMO, VAL, WHEELS, write_unibench
+from _unibench import EMO, VAL, write_unibench
 
 # what the (mocked) model answers for each subtitle
 ANSWERS = {"I won the lottery!": "She is delighted.", "Get out of my house!": "He sounds furious.",
@@ -30,9 +30,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 @pytest.fixture(scope="module")
 def wheels():
-    if not WHEELS.is_dir():
-        pytest.skip(f"emotion wheels not found at {WHEELS} (../shared/mer-unibench/emotion_wheel)")
-    return EmotionWheels.load(WHEELS)
+    return EmotionWheels.load()  # the tables shipped with the package
 
 
 @pytest.fixture
@@ -127,5 +125,12 @@ def test_folder_layout(tmp_path):
     (tmp_path / "subtitles" / "notes.csv").write_text("a\n")
     src = UniBenchSources.load(tmp_path)
     assert list(src.subtitles) == ["CMUMOSI"] and src.labels == tmp_path / "labels" and src.wheels is None
-    with pytest.raises(DataError, match="emotion wheels"):
+    with pytest.raises(DataError, match="no subtitle CSV for MELD"):  # the packaged wheels stand in
         run_unibench(tiny_model("llama"), char_tokenizer(), src, ["MELD"])
+
+
+def test_wheels_in_the_config_override_the_packaged_tables(tmp_path):
+    src = UniBenchSources.load(write_unibench(tmp_path / "b", wheels=tmp_path / "mine"))
+    assert src.wheels == tmp_path / "mine"
+    with pytest.raises(DataError, match=r"emotion-wheel folder not found: .*mine"):
+        run_unibench(tiny_model("llama"), char_tokenizer(), src, ["MER2023"])

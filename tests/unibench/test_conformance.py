@@ -1,6 +1,8 @@
 """Conformance: the authors' shipped outputs reproduce the published AffectGPT MER-UniBench row.
 
-Also the ``bench score`` command (``main_score``) in JSON and plain mode.
+Scored on the emotion wheels shipped with the package (no ``--wheels``); also the ``bench score``
+command (``main_score``) in JSON and plain mode. The outputs and labels cannot ship: these tests need
+``../shared/conformance`` (skip without it, fail under ``AFFECTLOCUS_REQUIRE_DATA=1``).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import pytest
 from affectlocus.unibench import UNIBENCH_DATASETS, EmotionWheels, score_results_folder
 from affectlocus.unibench.cli import main_score
 from affectlocus.unibench.outputs import summary_mean
+from affectlocus.unibench.wheels import PACKAGED_WHEELS
 
 #: results folder → (dataset, published score, best checkpoint among the seven shipped)
 PUBLISHED = {
@@ -28,15 +31,15 @@ RUN = "emercoarse_highlevelfilter4_outputhybird_bestsetup_bestfusion_lz_20250110
 
 
 @pytest.fixture(scope="module")
-def conf(shared_dir: Path) -> dict[str, Path]:
-    return {"outputs": shared_dir / "conformance" / "affectgpt-outputs" / "outputs",
-            "labels": shared_dir / "conformance" / "labels",
-            "wheels": shared_dir / "mer-unibench" / "emotion_wheel"}
+def conf(shared_dir: Path, require_data) -> dict[str, Path]:
+    return {"outputs": require_data(shared_dir / "conformance" / "affectgpt-outputs" / "outputs",
+                                    "the authors' AffectGPT outputs"),
+            "labels": require_data(shared_dir / "conformance" / "labels", "MER-UniBench label files")}
 
 
 @pytest.fixture(scope="module")
-def wheels(conf: dict[str, Path]) -> EmotionWheels:
-    return EmotionWheels.load(conf["wheels"])
+def wheels() -> EmotionWheels:
+    return EmotionWheels.load()  # the packaged tables
 
 
 @pytest.mark.parametrize("folder", list(PUBLISHED))
@@ -50,17 +53,30 @@ def test_published_row(conf: dict[str, Path], wheels: EmotionWheels, folder: str
     assert res.best_checkpoint == best
 
 
-def test_cli_json_single_file_emotion(conf: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("wheels_arg", [[], ["--wheels", str(PACKAGED_WHEELS)]], ids=["packaged", "explicit"])
+def test_cli_json_single_file_emotion(conf: dict[str, Path], wheels_arg: list[str],
+                                      capsys: pytest.CaptureFixture[str]) -> None:
     path = conf["outputs"] / "results-mer2023" / RUN / "checkpoint_000050_loss_0.527.npz"
     label = conf["labels"] / "mer2023-dataset-process" / "label-6way.npz"
-    assert main_score([str(path), "--dataset", "mer2023", "--labels", str(label),
-                       "--wheels", str(conf["wheels"]), "--json"]) == 0
+    assert main_score([str(path), "--dataset", "mer2023", "--labels", str(label), *wheels_arg, "--json"]) == 0
     obj = json.loads(capsys.readouterr().out)
     assert obj["dataset"] == "MER2023" and obj["kind"] == "emotion"
     assert obj["scored_from"].endswith("checkpoint_000050_loss_0.527-openset.npz")
     assert f"{100 * obj['score']:.2f}" == "78.54" and 0 <= obj["score"] <= 1
     assert obj["n_scored"] == [323, 323, 323, 323, 305] and len(obj["per_wheel"]) == 5
     assert obj["score"] == pytest.approx(np.mean(obj["per_wheel"]))
+
+
+def test_cli_reproduces_the_published_row_without_wheels(conf: dict[str, Path],
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """``affectlocus bench score OUTPUTS --labels LABELS --json``: every dataset and the mean, no --wheels."""
+    assert main_score([str(conf["outputs"]), "--labels", str(conf["labels"]), "--json"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    got = {ds: (f"{100 * r['score']:.2f}", r["best_checkpoint"]) for ds, r in obj["datasets"].items()
+           if r["score"] is not None}
+    assert got == {ds: (published, best) for ds, published, best in PUBLISHED.values()}
+    assert obj["datasets"]["MER2024"]["score"] is None and obj["n_datasets"] == 7
+    assert 100 * obj["mean"] == pytest.approx(np.mean([float(p) for _, p, _ in PUBLISHED.values()]), abs=0.01)
 
 
 def test_cli_json_folder_sentiment(conf: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
@@ -90,9 +106,9 @@ def test_cli_errors(conf: dict[str, Path], tmp_path: Path, capsys: pytest.Captur
     assert main_score([path, "--dataset", "ovmerd", "--labels", str(conf["labels"])]) == 2
     err = capsys.readouterr().err
     assert "unknown dataset 'ovmerd'" in err and "SIMSv2" in err
-    assert main_score([path, "--labels", str(conf["labels"])]) == 2  # emotion task without --wheels
-    assert "wheel" in capsys.readouterr().err
-    assert main_score([path, "--labels", str(tmp_path), "--wheels", str(conf["wheels"])]) == 2
+    assert main_score([path, "--labels", str(conf["labels"]), "--wheels", str(tmp_path / "nope")]) == 2
+    assert f"emotion-wheel folder not found: {tmp_path / 'nope'}" in capsys.readouterr().err  # --wheels wins
+    assert main_score([path, "--labels", str(tmp_path)]) == 2
     assert "mer2023-dataset-process/label-6way.npz" in capsys.readouterr().err
     assert main_score([str(tmp_path / "nope.npz"), "--labels", str(conf["labels"]), "-d", "sims"]) == 2
 

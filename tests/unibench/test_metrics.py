@@ -124,8 +124,8 @@ def test_hand_built_label_file(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------ the real label files
 @pytest.fixture(scope="module")
-def labels_dir(shared_dir: Path) -> Path:
-    return shared_dir / "conformance" / "labels"
+def labels_dir(shared_dir: Path, require_data) -> Path:
+    return require_data(shared_dir / "conformance" / "labels", "MER-UniBench label files")
 
 
 @pytest.mark.parametrize("dataset, n, first", [

@@ -84,8 +84,9 @@ def test_single_npy_and_errors(tmp_path: Path) -> None:
         load_npz_item(tmp_path / "k.npz", "b")
 
 
-def test_real_label_file_matches_numpy(shared_dir: Path) -> None:
-    path = shared_dir / "conformance" / "labels" / "mer2023-dataset-process" / "label-6way.npz"
+def test_real_label_file_matches_numpy(shared_dir: Path, require_data) -> None:
+    path = require_data(shared_dir / "conformance" / "labels" / "mer2023-dataset-process" / "label-6way.npz",
+                        "MER2023 label file")
     ours = load_npz(path)
     ref = np.load(path, allow_pickle=True)  # trusted benchmark file, for comparison only
     assert set(ours) == set(ref.files) == {"train_corpus", "test1_corpus", "test2_corpus", "test3_corpus"}

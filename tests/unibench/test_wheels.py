@@ -1,4 +1,4 @@
-"""Emotion-wheel tables: hand-made tables with known answers, and the real MER-UniBench tables."""
+"""Emotion-wheel tables: hand-made tables with known answers, and the real MER-UniBench tables (packaged)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from affectlocus.unibench import EmotionWheels, hit_rate, parse_labels
+from affectlocus.unibench.wheels import PACKAGED_WHEELS, WHEEL_NAMES
 from affectlocus.errors import DataError
 
 NA = np.nan
@@ -123,9 +124,30 @@ def test_synonym_word_must_be_on_a_wheel(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------ the real MER-UniBench tables
+#: every file shipped in the package's emotion_wheel/ folder
+PACKAGED_FILES = ["NOTICE", "format.csv", "synonym.xlsx", *(f"{n}.xlsx" for n in WHEEL_NAMES)]
+
+
 @pytest.fixture(scope="module")
-def real_wheels(shared_dir: Path) -> EmotionWheels:
-    return EmotionWheels.load(shared_dir / "mer-unibench" / "emotion_wheel")
+def real_wheels() -> EmotionWheels:
+    return EmotionWheels.load()  # no folder: the tables shipped with the package
+
+
+def test_packaged_tables_are_the_benchmark_files(shared_dir: Path, require_data) -> None:
+    """Byte for byte the MER-UniBench tables of ../shared (copied from AffectGPT), and nothing else."""
+    source = require_data(shared_dir / "mer-unibench" / "emotion_wheel", "MER-UniBench emotion-wheel tables")
+    assert sorted(p.name for p in PACKAGED_WHEELS.iterdir()) == sorted(PACKAGED_FILES)
+    for name in PACKAGED_FILES[1:]:
+        assert (PACKAGED_WHEELS / name).read_bytes() == (source / name).read_bytes(), name
+    notice = (PACKAGED_WHEELS / "NOTICE").read_text(encoding="utf-8")
+    assert "github.com/zeroQiaoba/AffectGPT" in notice and "Apache License" in notice
+    assert (source.parent / "LICENSE.txt").read_text(encoding="utf-8") in notice  # the full licence text
+
+
+def test_explicit_folder_overrides_the_packaged_tables(tmp_path: Path) -> None:
+    assert EmotionWheels.load().source == str(PACKAGED_WHEELS)
+    tiny = EmotionWheels.load(write_tables(tmp_path / "w"))
+    assert tiny.source == str(tmp_path / "w") and len(tiny.formats) < 100
 
 
 def test_real_tables_sizes(real_wheels: EmotionWheels) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .._runlog import RunLog, add_quiet_arg, show_progress
 from ..errors import AffectLocusError, ModelLoadError
 from ..models.cli_args import add_device_args, device_kwargs
 from .stats import DEFAULT_SAMPLE
@@ -33,6 +34,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, default=5, help="how many top sites to print")
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_quiet_arg(p)
     add_device_args(p)
     p.epilog = ("--device: where ΔW is computed (chunks are moved there as they stream); --dtype: both weights "
                 "are cast to it before differencing; --device-map: BASE (and a full TUNED checkpoint; an "
@@ -56,16 +58,30 @@ def _models(base: str, tuned: str, placement: dict) -> tuple:
 
 
 def run(args: argparse.Namespace) -> int:
+    placement = device_kwargs(args)  # a bad --device fails before anything is written
+    with RunLog(args.out, "diff", args) as log:
+        table, ranked, written = _diff(args, placement)
+        log.event("summary", sites=len(table), metrics=table.metrics, ranked_by=ranked[0],
+                  modules=table.summary(ranked[0]).to_dict(orient="index"),
+                  top=table.top(args.top, ranked[0]).to_dict(orient="records"),
+                  notes=table.meta.get("notes", []), written=written)
+    print(summary_text(table, ranked[0], args.top))
+    if not args.quiet:
+        print(f"wrote {args.out}/: {', '.join(written)}")
+    return 0
+
+
+def _diff(args: argparse.Namespace, placement: dict) -> tuple[DiffTable, list[str], list[str]]:
+    """Compute and save the table and figures: ``(table, metrics ranked by, files written)``."""
     import warnings
 
     from .compare import diff
     metrics = args.metrics + (",rows" if args.rows else "")
-    placement = device_kwargs(args)
     with warnings.catch_warnings():  # the notes are printed with the summary instead
         warnings.simplefilter("ignore", UserWarning)
         base, tuned = _models(args.base, args.tuned, placement)  # (a checkpoint without a tokenizer is fine)
         table = diff(base, tuned, modules=args.modules, layers=args.layers, metrics=metrics,
-                     progress=not args.no_progress, sample=args.sample or None, seed=args.seed,
+                     progress=show_progress(args), sample=args.sample or None, seed=args.seed,
                      device=placement.get("device"), dtype=placement.get("dtype"))
     if placement:
         how = ", ".join(f"{k}={v}" for k, v in placement.items())
@@ -90,9 +106,7 @@ def run(args: argparse.Namespace) -> int:
     if table.edges is not None:
         table.histograms(path=out / "histograms.png")
         written.append("histograms.png")
-    print(summary_text(table, ranked[0], args.top))
-    print(f"wrote {out}/: {', '.join(written)}")
-    return 0
+    return table, ranked, written
 
 
 def summary_text(table: DiffTable, metric: str = "relative", top: int = 5) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .._cli import run_standalone
+from .._runlog import RunLog, add_quiet_arg, model_placement, show_progress
 from ..errors import ConfigError
 from ..models.cli_args import add_device_args, device_kwargs
 from ..tasks.prompts import PromptStyle
@@ -48,7 +49,8 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--judge-model", default=None, help="use this local model as LLM judge (generate mode)")
     p.add_argument("--cache", default=None, help="results cache folder (default OUT/cache)")
     p.add_argument("--out", default=None, help="output folder (required to run)")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_quiet_arg(p)
     add_device_args(p)
     p.set_defaults(func=run_bench, _bench_parser=p)
     return p
@@ -70,15 +72,33 @@ def run_bench(args: argparse.Namespace) -> int:
     if not args.out:
         raise ConfigError("--out DIR is required (scores, predictions and the cache go there)")
     from ..interventions.spec import build_interventions
-    from ..models import load_model
-    from ..registry import intervene
-    from .judges import LexiconJudge, LLMJudge
     names = parse_task_list(args.tasks)
     split_tasks(names, args.unibench)  # MER-UniBench names without --unibench fail before loading
     out = Path(args.out)
     build_interventions([], args.graft, args.zero)  # fail on a malformed spec before loading anything
     placement = device_kwargs(args)  # a bad --device / --dtype / --device-map fails before loading too
+    with RunLog(out, "bench", args) as log:
+        scores, described = _score(args, names, placement, log)
+        for task in scores.tasks.values():
+            log.event("task", **{k: v for k, v in task.to_dict().items() if k != "details"})
+        log.event("summary", mean=scores.mean, mean_ci=scores.mean_ci, interventions=described,
+                  written=[str(p) for p in save_results(scores, out)])
+    print(f"model: {args.model}   interventions: {described}   mode: {args.mode}")
+    print(scores.table())
+    if not args.quiet:
+        print(f"written: {out / 'scores.json'}, {out / 'scores.csv'}, {out / 'predictions'}/")
+    return 0
+
+
+def _score(args: argparse.Namespace, names: list[str], placement: dict, log: RunLog):
+    """Load the model (and judge), score it under the interventions: ``(scores, interventions described)``."""
+    from ..interventions.spec import build_interventions
+    from ..models import load_model
+    from ..registry import intervene
+    from .judges import LexiconJudge, LLMJudge
+    out = Path(args.out)
     model, tok = load_model(args.model, **placement)
+    log.event("model", name=args.model, **model_placement(model))
     interventions = build_interventions(args.adapter, args.graft, args.zero, model)
     judge = None
     if args.mode == "generate":
@@ -95,13 +115,9 @@ def run_bench(args: argparse.Namespace) -> int:
             style=PromptStyle(shots_per_label=args.shots_per_label), metric=args.metric, meld_dir=args.meld_dir,
             seed=args.seed, cache_dir=Path(args.cache) if args.cache else out / "cache",
             max_examples=args.max_examples, batch_size=args.batch_size, n_boot=args.n_boot,
-            max_new_tokens=args.max_new_tokens, progress=not args.no_progress)
+            max_new_tokens=args.max_new_tokens, progress=show_progress(args))
     scores.meta.update(model=args.model, interventions=described)
-    print(f"model: {args.model}   interventions: {described}   mode: {args.mode}")
-    print(scores.table())
-    scores_json, scores_csv, predictions = save_results(scores, out)
-    print(f"written: {scores_json}, {scores_csv}, {predictions}/")
-    return 0
+    return scores, described
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,12 +1,12 @@
 """Run a text LLM on the eight MER-UniBench tasks from their subtitles, scored as the benchmark does.
 
-You bring the files (nothing is bundled): per dataset a label npz (or a labels folder holding
-``<dataset>-process/…``, see :data:`~affectlocus.unibench.outputs.LABEL_SPECS`) and a subtitle CSV with
-a ``name`` column and an ``english`` and/or ``chinese`` column, plus the emotion-wheel folder for the
-emotion tasks. Describe them in a TOML/JSON config (paths relative to it)::
+You bring the files: per dataset a label npz (or a labels folder holding ``<dataset>-process/…``, see
+:data:`~affectlocus.unibench.outputs.LABEL_SPECS`) and a subtitle CSV with a ``name`` column and an
+``english`` and/or ``chinese`` column. The emotion wheels of the emotion tasks ship with the package
+(``wheels`` overrides them). Describe the files in a TOML/JSON config (paths relative to it)::
 
     labels = "labels"               # a folder of <dataset>-process/ folders (optional)
-    wheels = "emotion_wheel"
+    wheels = "emotion_wheel"        # optional; default: the packaged MER-UniBench tables
     language = "english"            # or "chinese"; default: english when the CSV has it
     [subtitles]
     MER2023 = "subtitles/mer2023.csv"
@@ -14,7 +14,7 @@ emotion tasks. Describe them in a TOML/JSON config (paths relative to it)::
     [label_files]                   # optional per-dataset npz overriding `labels`
     MELD = "meld-process/label.npz"
 
-or give a folder with ``labels/``, ``emotion_wheel/`` and ``subtitles/<Dataset>.csv`` (any case).
+or give a folder with ``labels/``, ``subtitles/<Dataset>.csv`` (any case) and, optionally, ``emotion_wheel/``.
 
 Emotion tasks (MER2023, MER2024, MELD, IEMOCAPFour) are scored with the five-wheel hit rate,
 sentiment tasks (CMUMOSI, CMUMOSEI, SIMS, SIMSv2) with weighted F1, both through the scoring
@@ -55,7 +55,7 @@ class UniBenchSources:
     subtitles: dict[str, Path] = field(default_factory=dict)
     labels: Path | None = None
     label_files: dict[str, Path] = field(default_factory=dict)
-    wheels: Path | None = None
+    wheels: Path | None = None  # None: the packaged MER-UniBench tables
     language: str | None = None
     origin: str = ""
 
@@ -83,7 +83,7 @@ class UniBenchSources:
 
     @classmethod
     def from_folder(cls, root: str | Path, language: str | None = None) -> "UniBenchSources":
-        """``root/labels``, ``root/emotion_wheel`` and ``root/subtitles/<Dataset>.csv``."""
+        """``root/labels``, ``root/subtitles/<Dataset>.csv`` and ``root/emotion_wheel`` if present."""
         root = Path(root)
         if not root.is_dir():
             raise DataError(f"MER-UniBench folder not found: {root}")
@@ -226,12 +226,7 @@ def run_unibench(model, tokenizer, sources: UniBenchSources | str | Path, datase
     names = [normalise_dataset(d) for d in (datasets or [d for d in UNIBENCH_DATASETS if d in sources.subtitles])]
     if not names:
         raise DataError(f"no MER-UniBench dataset to run: {sources.origin or 'the sources'} lists no subtitle CSV")
-    wheels = None
-    if any(d in EMOTION_DATASETS for d in names):
-        if sources.wheels is None:
-            raise DataError(f"{', '.join(d for d in names if d in EMOTION_DATASETS)} are scored on the emotion "
-                            "wheels: set `wheels` (a folder with format.csv, synonym.xlsx, wheel1..5.xlsx)")
-        wheels = EmotionWheels.load(sources.wheels)
+    wheels = EmotionWheels.load(sources.wheels) if any(d in EMOTION_DATASETS for d in names) else None
     judge = judge or LexiconJudge(wheels)
     style = style or PromptStyle(shots_per_label=0)
     cache = ResultCache(cache_dir)

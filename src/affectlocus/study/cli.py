@@ -5,6 +5,7 @@ import argparse
 import dataclasses
 import time
 
+from .._runlog import RunLog, add_quiet_arg, model_placement, show_progress
 from ..models.cli_args import add_device_args, device_kwargs
 from .claims import Label, Verdict
 from .config import StudyConfig, full, quick
@@ -41,10 +42,17 @@ def summary(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _run(cfg: StudyConfig, progress: bool = True) -> int:
+def _run(cfg: StudyConfig, args: argparse.Namespace) -> int:
+    """Run the study of ``cfg`` (placement already checked) for ``study`` / ``demo`` (``args.command``),
+    logging to ``<out>/run.jsonl``; ``--quiet`` drops the bars and the per-step messages,
+    ``--no-progress`` only the bars."""
     from .pipeline import Study
     t0 = time.perf_counter()
-    results = Study(cfg, progress=progress).run_all()
+    with RunLog(cfg.out, getattr(args, "command", None) or "study", args, config=cfg.to_dict()) as log:
+        study = Study(cfg, progress=show_progress(args), log=(lambda _: None) if args.quiet else print,
+                      runlog=log)
+        log.event("model", name=cfg.model, bf16=study.cfg.bf16, **model_placement(study.model))
+        results = study.run_all()
     print(summary(results))
     print(f"total {time.perf_counter() - t0:.0f} s; report: {cfg.out}/report/index.html "
           f"(and index.md)")
@@ -72,20 +80,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                                      "interpolate, cost, neurons) from a TOML config; resumable")
     p.add_argument("--config", required=True, help="TOML file ([study] table or top-level keys)")
     p.add_argument("--out", help="run folder (overrides the config's 'out')")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_quiet_arg(p)
     add_device_args(p, "where and how the model is loaded (each overrides the config's field)")
-    p.set_defaults(func=lambda a: _run(with_placement(StudyConfig.from_toml(a.config, out=a.out), a),
-                                       not a.no_progress))
+    p.set_defaults(func=lambda a: _run(with_placement(StudyConfig.from_toml(a.config, out=a.out), a), a))
 
     d = sub.add_parser("demo", help="the study on the embedded model and suite (≤ 10 min on 2 CPU cores)")
     d.add_argument("--full", action="store_true", help="the larger configuration (hours on CPU)")
     d.add_argument("--out", help="run folder (default runs/demo, or runs/demo-full with --full)")
-    d.add_argument("--no-progress", action="store_true")
+    d.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_quiet_arg(d)
     add_device_args(d)
 
     def demo(a) -> int:
         cfg = full() if a.full else quick()
         if a.out:
             cfg.out = a.out
-        return _run(with_placement(cfg, a), not a.no_progress)
+        return _run(with_placement(cfg, a), a)
     d.set_defaults(func=demo)

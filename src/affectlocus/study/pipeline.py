@@ -8,6 +8,8 @@ Run folder layout (everything inside ``cfg.out``)::
     steps/<step>.json                               a finished step's results (skipped when present)
     locate/<run>/                                   diff tables, heatmaps, histograms
     report/index.md, report/index.html, report/figures/*.png
+    run.jsonl                                       the command line's log (affectlocus._runlog): one JSON
+                                                    event a line per run (start, steps, adapters, end)
 
 Interrupt it at any point and run it again: finished adapters, scores and steps are reused.
 """
@@ -17,7 +19,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping, TypeVar
 
 from tqdm.auto import tqdm
 
@@ -33,6 +35,9 @@ from .evaluation import StudyEvaluator
 from .report import write_report
 from .training import train_lora
 
+if TYPE_CHECKING:
+    from .._runlog import RunLog
+
 T = TypeVar("T")
 TRAIN_FIELDS = ("model", "dtype", "device_map", "train_tasks", "n_train", "balance_train", "max_train_chars",
                 "shots", "instruction", "n_control", "steps", "batch_size", "lr", "warmup", "rank", "alpha", "max_length",
@@ -41,11 +46,14 @@ TRAIN_FIELDS = ("model", "dtype", "device_map", "train_tasks", "n_train", "balan
 
 class Study:
     """One study run. ``model``/``tokenizer`` may be passed in (e.g. a tiny model in tests), and
-    ``tasks`` maps task names of the configuration to your own :class:`~affectlocus.tasks.Task`."""
+    ``tasks`` maps task names of the configuration to your own :class:`~affectlocus.tasks.Task`.
+    ``log`` receives the progress messages; ``runlog`` (a :class:`~affectlocus._runlog.RunLog`), when
+    given, the steps and trained adapters as ``run.jsonl`` events."""
 
     def __init__(self, cfg: StudyConfig, model=None, tokenizer=None, progress: bool = True,
-                 log: Callable[[str], None] = print, tasks: Mapping[str, Task] | None = None):
-        self.progress, self.log = progress, log
+                 log: Callable[[str], None] = print, tasks: Mapping[str, Task] | None = None,
+                 runlog: "RunLog | None" = None):
+        self.progress, self.log, self.runlog = progress, log, runlog
         self.run = Path(cfg.out)
         self.run.mkdir(parents=True, exist_ok=True)
         if model is None:
@@ -93,17 +101,30 @@ class Study:
         atomic_write(self._step_file(step), json.dumps(payload, indent=1))
         return data
 
+    def event(self, event: str, **fields) -> None:
+        """One ``run.jsonl`` event (when a ``runlog`` was given)."""
+        if self.runlog is not None:
+            self.runlog.event(event, **fields)
+
     def step(self, name: str, fn: Callable[[], dict]) -> dict:
         """Run ``fn`` unless its result is cached; record wall time."""
         hit = self.cached(name)
         if hit is not None:
             self.log(f"[{name}] cached — skipped")
             self.timings[name] = json.loads(self._step_file(name).read_text()).get("seconds", 0.0)
+            self.event("step", step=name, status="cached", seconds=self.timings[name])
             return hit
         self.log(f"[{name}] running")
+        self.event("step", step=name, status="started")
         t0 = time.perf_counter()
-        data = fn()
+        try:
+            data = fn()
+        except BaseException as exc:
+            self.event("step", step=name, status="interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                       seconds=time.perf_counter() - t0)
+            raise
         self.timings[name] = time.perf_counter() - t0
+        self.event("step", step=name, status="finished", seconds=self.timings[name])
         return self._save(name, data, self.timings[name])
 
     # ---- building blocks -------------------------------------------------------------------------
@@ -126,6 +147,8 @@ class Study:
         info.update(name=name, selection=modules, seed=seed, control=control,
                     tokens_per_example=sum(len(x) for x in data.input_ids) / len(data))
         atomic_write(out / "info.json", json.dumps(info))
+        self.event("adapter", name=name, seed=seed, path=str(out), seconds=info.get("seconds"),
+                   final_loss=(info.get("losses") or [None])[-1])
         return out
 
     def affect(self, modules: str, seed: int) -> Path:
@@ -176,6 +199,7 @@ class Study:
         for name in STEPS:
             if name in self.cfg.skip:
                 self.log(f"[{name}] skipped by configuration")
+                self.event("step", step=name, status="skipped")
                 continue
             if name == "unibench" and not self.cfg.unibench:
                 continue  # optional: needs the user's MER-UniBench subtitles and labels
@@ -187,6 +211,8 @@ class Study:
         results["figures"] = experiments.figures(self, results)
         atomic_write(self.run / "results.json", json.dumps(results, indent=1, default=str))
         write_report(results, self.run)
+        self.event("report", report=str(self.run / "report" / "index.html"), results=str(self.run / "results.json"),
+                   verdicts={v["claim"]: v["verdict"] for v in results["verdicts"]})
         return results
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import typing
+from pathlib import Path
 
+from .._runlog import RunLog, add_quiet_arg, model_placement
 from ..models.cli_args import add_device_args, device_kwargs
 from .params import count_trainable, known_archs, ratio_table
 from .trainer import TrainConfig, train
@@ -50,16 +52,27 @@ def _data(args: argparse.Namespace):
     return load_pairs(args.data)
 
 
-def _load(args: argparse.Namespace):
-    """The base model and tokenizer, placed as --device / --dtype / --device-map ask (checked first)."""
+def _load(args: argparse.Namespace, placement: dict, log: RunLog):
+    """The base model and tokenizer, placed as ``placement`` (checked --device / --dtype / --device-map)
+    asks; where it landed goes to the run log."""
     from ..models import load_model
-    return load_model(args.model, **device_kwargs(args))
+    model, tok = load_model(args.model, **placement)
+    log.event("model", name=args.model, **model_placement(model))
+    return model, tok
 
 
 def run_train(args: argparse.Namespace) -> int:
-    model, tok = _load(args)
-    res = train(model, tok, _data(args), args.out, _config(args), overwrite=args.overwrite,
-                progress=not args.quiet)
+    placement = device_kwargs(args)  # a bad --device fails before anything is written
+    with RunLog(args.out, "train", args) as log:
+        model, tok = _load(args, placement, log)
+        data = _data(args)
+        log.event("train", status="started", out=args.out, log=str(Path(args.out) / "log.jsonl"))
+        res = train(model, tok, data, args.out, _config(args), overwrite=args.overwrite,
+                    progress=not args.quiet)
+        log.event("train", status="finished", out=args.out, log=str(Path(args.out) / "log.jsonl"),
+                  loaded=res.loaded, steps=res.steps, resumed_from=res.resumed_from, method=res.method,
+                  sites=len(res.sites), trainable=res.trainable, seconds=res.seconds,
+                  final_loss=res.losses[-1] if res.losses else None, artifact=str(res.artifact))
     from accelerate import PartialState
     if PartialState().is_main_process:
         state = "already finished (loaded)" if res.loaded else f"trained {res.steps - res.resumed_from} steps" \
@@ -72,11 +85,15 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_sweep(args: argparse.Namespace) -> int:
     from .sweep import DEFAULT_SETS, sweep
-    model, tok = _load(args)
-    sets = DEFAULT_SETS if args.sets == "default" else [s for s in args.sets.split(";") if s.strip()]
-    seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
-    frame = sweep(model, tok, _data(args), args.out, module_sets=sets, seeds=seeds,
-                  eval_data=args.eval_data, config=_config(args), progress=not args.quiet)
+    placement = device_kwargs(args)
+    with RunLog(args.out, "sweep", args) as log:
+        model, tok = _load(args, placement, log)
+        sets = DEFAULT_SETS if args.sets == "default" else [s for s in args.sets.split(";") if s.strip()]
+        seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
+        frame = sweep(model, tok, _data(args), args.out, module_sets=sets, seeds=seeds,
+                      eval_data=args.eval_data, config=_config(args), progress=not args.quiet)
+        for row in frame.to_dict("records"):  # each cell's per-step losses: cells/<cell>/log.jsonl
+            log.event("cell", **row, log=str(Path(args.out) / "cells" / str(row.get("cell")) / "log.jsonl"))
     cols = [c for c in ("cell", "trainable", "trainable_ratio", "final_loss", "eval_loss") if c in frame]
     print(frame[cols].to_string(index=False))
     print(f"\n{len(frame)} cells in {args.out}/results.jsonl")
@@ -106,7 +123,7 @@ def _training_args(p: argparse.ArgumentParser) -> None:
         if name not in _OWN:
             p.add_argument(f"--{name.replace('_', '-')}", **_option(f, hints[name]))
     p.add_argument("--no-template", action="store_true", help=_NO_TEMPLATE_HELP)
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_quiet_arg(p)
     add_device_args(p)  # the model trains where it is loaded (no silent move to a GPU)
 
 

@@ -5,9 +5,9 @@ from .metrics import HitRate, SentimentScore, hit_rate, mean_score, sentiment_sc
 from .outputs import (EMOTION_DATASETS, SENTIMENT_DATASETS, UNIBENCH_DATASETS, FolderScore, load_test_labels,
                       normalise_dataset, read_items, read_reasons, score_output, score_results_folder)
 from .safe_npz import load_npz, load_npz_item
-from .wheels import EmotionWheels, parse_labels
+from .wheels import PACKAGED_WHEELS, EmotionWheels, parse_labels
 
-__all__ = ["EMOTION_DATASETS", "SENTIMENT_DATASETS", "UNIBENCH_DATASETS", "EmotionWheels", "FolderScore", "HitRate",
+__all__ = ["EMOTION_DATASETS", "PACKAGED_WHEELS", "SENTIMENT_DATASETS", "UNIBENCH_DATASETS", "EmotionWheels", "FolderScore", "HitRate",
            "SentimentScore", "hit_rate", "load_npz", "load_npz_item", "load_test_labels", "mean_score",
            "normalise_dataset", "parse_labels", "read_items", "read_reasons", "score_output", "score_results_folder",
            "sentiment_scores"]

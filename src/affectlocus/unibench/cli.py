@@ -1,8 +1,10 @@
-"""``affectlocus bench score PATH --dataset D --labels LABELS --wheels DIR [--json]``.
+"""``affectlocus bench score PATH --dataset D --labels LABELS [--wheels DIR] [--json]``.
 
 PATH is one output npz (``X.npz``, ``X-openset.npz`` or ``X-openset-sentiment.npz``; the needed
 sibling is found) or a results folder (every checkpoint scored, the best per dataset reported).
-``--json`` prints fractions in [0, 1]; the plain output is a table in percent.
+Emotion tasks are scored on the MER-UniBench emotion wheels shipped with the package; ``--wheels``
+gives another folder of the same layout. ``--json`` prints fractions in [0, 1]; the plain output is
+a table in percent.
 """
 from __future__ import annotations
 
@@ -28,8 +30,9 @@ def _configure(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--labels", "-l", required=True,
                    help="label npz (e.g. mer2023-dataset-process/label-6way.npz) "
                    "or a folder of <dataset>-process/ folders")
-    p.add_argument("--wheels", "-w", help="emotion-wheel folder (format.csv, synonym.xlsx, wheel1..5.xlsx); "
-                   "needed for MER2023, MER2024, MELD, IEMOCAPFour")
+    p.add_argument("--wheels", "-w", help="emotion-wheel folder (format.csv, synonym.xlsx, wheel1..5.xlsx) "
+                   "for MER2023, MER2024, MELD, IEMOCAPFour; default: the MER-UniBench tables shipped "
+                   "with affectlocus")
     p.add_argument("--json", action="store_true", help="print the result as JSON (fractions in [0, 1])")
     p.set_defaults(func=run_score)
     return p

@@ -17,12 +17,13 @@ and are reported in ``n_missing``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 
-from .wheels import EmotionWheels, parse_labels
+from .wheels import EmotionWheels, as_wheels, parse_labels
 
 #: judge label → number, as in the reference (anything else → 0)
 SENTIMENT_VALUES: dict[str, int] = {"positive": 1, "negative": -1, "neutral": 0}
@@ -68,11 +69,14 @@ def _words(value: Any) -> list[str]:
     return [str(w).lower().strip() for w in parse_labels(value)]
 
 
-def hit_rate(predictions: Mapping[str, Any], truth: Mapping[str, Any], wheels: EmotionWheels) -> HitRate:
+def hit_rate(predictions: Mapping[str, Any], truth: Mapping[str, Any],
+             wheels: EmotionWheels | str | Path | None = None) -> HitRate:
     """Score ``predictions`` (name → words or ``"[a, b]"``) against ``truth`` (name → word).
 
-    Samples are those of ``truth``; predictions for other names are ignored.
+    Samples are those of ``truth``; predictions for other names are ignored. ``wheels``: loaded
+    tables or their folder; None: the MER-UniBench tables shipped with the package.
     """
+    wheels = as_wheels(wheels)
     n_wheels = len(wheels.wheels)
     per_wheel: list[float | None] = []
     n_scored: list[int] = []

@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import DataError
 from .metrics import HitRate, SentimentScore, hit_rate, mean_score, sentiment_scores
 from .safe_npz import load_npz, load_npz_item
-from .wheels import EmotionWheels
+from .wheels import EmotionWheels, as_wheels
 
 Score = Union[HitRate, SentimentScore]
 
@@ -191,7 +191,7 @@ def score_output(path: str | Path, dataset: str, labels: str | Path | Mapping[st
     """Score one checkpoint's outputs (any of its three files) on ``dataset``.
 
     ``labels`` is a label npz, a labels folder, or already-loaded truth (:func:`load_test_labels`);
-    ``wheels`` (emotion tasks only) is an :class:`EmotionWheels` or its folder.
+    ``wheels`` (emotion tasks only) is an :class:`EmotionWheels` or its folder; None: the packaged tables.
     """
     ds = normalise_dataset(dataset)
     truth = dict(labels) if isinstance(labels, Mapping) else load_test_labels(labels, ds)
@@ -201,11 +201,7 @@ def score_output(path: str | Path, dataset: str, labels: str | Path | Mapping[st
         raise DataError(f"{source}: none of its {len(items)} samples is in the {ds} test labels "
                         f"({len(truth)} samples, e.g. {next(iter(truth))!r}); wrong labels or dataset?")
     if ds in EMOTION_DATASETS:
-        if wheels is None:
-            raise DataError(f"{ds} is scored on the emotion wheels: give the wheel folder (format.csv, "
-                            "synonym.xlsx, wheel1..5.xlsx)")
-        w = wheels if isinstance(wheels, EmotionWheels) else EmotionWheels.load(wheels)
-        return hit_rate(items, truth, w)
+        return hit_rate(items, truth, as_wheels(wheels))
     return sentiment_scores(items, truth)
 
 
@@ -261,12 +257,9 @@ def score_run(folder: str | Path, dataset: str | None, labels: str | Path | Mapp
     if ds is None:
         raise DataError(f"{folder}: cannot tell the dataset from the path (no results-<dataset> folder); "
                         f"pass one of {', '.join(UNIBENCH_DATASETS)}")
-    if ds in EMOTION_DATASETS and wheels is None:
-        raise DataError(f"{ds} is scored on the emotion wheels: give the wheel folder (format.csv, "
-                        "synonym.xlsx, wheel1..5.xlsx)")
     truth = dict(labels) if isinstance(labels, Mapping) else load_test_labels(labels, ds)
-    if ds in EMOTION_DATASETS and not isinstance(wheels, EmotionWheels):
-        wheels = EmotionWheels.load(wheels)  # type: ignore[arg-type]
+    if ds in EMOTION_DATASETS:
+        wheels = as_wheels(wheels)
     result = FolderScore(dataset=ds, run_dir=str(run), best_checkpoint=None, best=None)
     for ckpt in _checkpoints(run):
         try:
@@ -287,8 +280,8 @@ def score_results_folder(folder: str | Path, labels: str | Path | Mapping[str, A
     """Score a run folder, a ``results-<dataset>`` folder, or a parent of several; best per dataset.
 
     With several datasets ``labels`` must be a labels folder (``<dataset>-process/label*.npz``); a
-    dataset that cannot be scored (no label file — MER2024 has no public labels —, no wheels) is
-    kept with ``best=None`` and the reason in ``skipped``.
+    dataset that cannot be scored (no label file — MER2024 has no public labels) is kept with
+    ``best=None`` and the reason in ``skipped``. ``wheels`` None: the packaged tables.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -308,8 +301,8 @@ def score_results_folder(folder: str | Path, labels: str | Path | Mapping[str, A
     if len(subs) > 1 and not label_dir:
         raise DataError(f"{folder} holds results for {len(subs)} datasets: give a labels folder "
                         "(<dataset>-process/label*.npz inside) or choose one dataset")
-    if wheels is not None and not isinstance(wheels, EmotionWheels):
-        wheels = EmotionWheels.load(wheels)
+    if any(dataset_from_path(p) in EMOTION_DATASETS for p in subs):
+        wheels = as_wheels(wheels)  # loaded once for every emotion dataset
     out: dict[str, FolderScore] = {}
     for sub in subs:
         ds = dataset_from_path(sub)

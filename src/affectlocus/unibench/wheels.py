@@ -1,5 +1,9 @@
 """The five emotion wheels of MER-UniBench and the reference word normalisation.
 
+The benchmark's tables ship with the package (:data:`PACKAGED_WHEELS`, copied unmodified from the
+AffectGPT repository under Apache-2.0; see ``emotion_wheel/NOTICE``): ``EmotionWheels.load()`` reads
+them, ``EmotionWheels.load(folder)`` reads another folder of the same layout.
+
 A folder holds ``format.csv`` (base word → its surface forms), ``synonym.xlsx`` (eight runs of
 ``word_runN`` wheel word / ``synonym_runN`` synonyms) and ``wheel1..5.xlsx`` (``level1`` /
 ``level2`` / ``level3`` columns, blank cells continuing the row above). A word is mapped onto
@@ -29,6 +33,8 @@ import pandas as pd
 
 from ..errors import DataError
 
+#: The MER-UniBench tables shipped with the package (the default of every ``wheels`` argument).
+PACKAGED_WHEELS: Path = Path(__file__).resolve().with_name("emotion_wheel")
 #: The wheel files, in scoring order.
 WHEEL_NAMES: tuple[str, ...] = ("wheel1", "wheel2", "wheel3", "wheel4", "wheel5")
 #: The synonym table's runs (columns ``word_runN`` / ``synonym_runN``).
@@ -151,9 +157,10 @@ class EmotionWheels:
         self._cache = [{} for _ in self.wheels]
 
     @classmethod
-    def load(cls, directory: str | Path) -> "EmotionWheels":
-        """Read ``format.csv``, ``synonym.xlsx`` and ``wheel1..5.xlsx`` from ``directory``."""
-        root = Path(directory)
+    def load(cls, directory: str | Path | None = None) -> "EmotionWheels":
+        """Read ``format.csv``, ``synonym.xlsx`` and ``wheel1..5.xlsx`` from ``directory``
+        (default: the packaged MER-UniBench tables, :data:`PACKAGED_WHEELS`)."""
+        root = PACKAGED_WHEELS if directory is None else Path(directory)
         if not root.is_dir():
             raise DataError(f"emotion-wheel folder not found: {root} (expected format.csv, synonym.xlsx, "
                             "wheel1.xlsx … wheel5.xlsx there)")
@@ -195,4 +202,9 @@ class EmotionWheels:
         return out
 
 
-__all__ = ["EmotionWheels", "WHEEL_NAMES", "SYNONYM_RUNS", "parse_labels"]
+def as_wheels(wheels: EmotionWheels | str | Path | None = None) -> EmotionWheels:
+    """``wheels`` itself if loaded, else :meth:`EmotionWheels.load` of it (None: the packaged tables)."""
+    return wheels if isinstance(wheels, EmotionWheels) else EmotionWheels.load(wheels)
+
+
+__all__ = ["EmotionWheels", "PACKAGED_WHEELS", "WHEEL_NAMES", "SYNONYM_RUNS", "as_wheels", "parse_labels"]
