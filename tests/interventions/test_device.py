@@ -105,8 +105,13 @@ def _check_on_cuda(model, before, changed):
         assert w is not before[path], f"{path} was not replaced"
 
 
-def _changed_paths(model, modules):
-    return [f"{s.path}.weight" for s in al.select(model, modules)]
+def _changed_paths(model, modules, source=None):
+    """The weights an intervention replaces: every selected one, except that an adapter leaves the
+    sites it does not cover alone (their parameter stays the very same object)."""
+    sites = al.select(model, modules)
+    if source is not None and source.is_delta:
+        sites = [s for s in sites if source.covers(s)]
+    return [f"{s.path}.weight" for s in sites]
 
 
 @pytest.mark.parametrize("kind", SOURCES)
@@ -115,8 +120,13 @@ def test_every_source_and_donor_intervention_on_fake_cuda_bf16(donors, fake_cuda
     model = make("llama")
     before = dict(model.named_parameters())
     for name, item in _interventions(donors[kind]).items():
+        source = getattr(item, "source", None) or item.match
         with mode, al.intervene(model, item):
-            _check_on_cuda(model, before, _changed_paths(model, item.selection.modules))
+            changed = _changed_paths(model, item.selection.modules, source)
+            _check_on_cuda(model, before, changed)
+            now = dict(model.named_parameters())
+            kept = [p for p in before if p not in changed and now[p] is not before[p]]
+            assert changed and not kept, f"{kind}/{name}: {kept[:3]}"
         assert dict(model.named_parameters()) == before, f"{kind}/{name} did not restore"
         al.assert_clean(model)
 

@@ -62,20 +62,25 @@ class WeightIntervention(Intervention):
             else:  # fused weight: rebuild it once with every selected row span replaced
                 new = _fused(current, {site.rows or (0, current.shape[0]): site for site in group},
                              lambda site, rows: self.new_weight(site, rows, model))
+            if new is current:  # unchanged (e.g. an adapter without this site, α = 0): nothing to undo
+                continue
             handle.replace(module, "weight", new.to(device=current.device, dtype=current.dtype), path)
 
 
 def _fused(current: torch.Tensor, spans: dict, new_rows) -> torch.Tensor:
-    """``current`` with each ``(a, b)`` row span replaced by ``new_rows(site, rows)`` (one new tensor)."""
-    parts, at = [], 0
+    """``current`` with each ``(a, b)`` row span replaced by ``new_rows(site, rows)`` (one new tensor);
+    ``current`` itself when every span came back unchanged."""
+    parts, at, changed = [], 0, False
     for (a, b), site in sorted(spans.items()):
         if a > at:
             parts.append(current.narrow(0, at, a - at))
-        parts.append(new_rows(site, current.narrow(0, a, b - a)).to(current.dtype))
+        rows = current.narrow(0, a, b - a)
+        parts.append(new_rows(site, rows).to(current.dtype))
+        changed |= parts[-1] is not rows
         at = b
     if at < current.shape[0]:
         parts.append(current.narrow(0, at, current.shape[0] - at))
-    return torch.cat(parts)
+    return torch.cat(parts) if changed else current
 
 
 class OutputIntervention(Intervention):

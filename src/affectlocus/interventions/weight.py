@@ -205,6 +205,8 @@ class RandomRevert(Graft):
 
     def new_weight(self, site, current, model):
         donor = self.donor(site, current)
+        if donor is current:  # the source leaves this site alone: nothing to revert
+            return current
         return _join([torch.where((u < self.fraction).to(current.device), donor.narrow(0, r0, n),
                                   current.narrow(0, r0, n))
                       for r0, n, u in seeded_blocks(self.seed, site, current.shape, torch.rand)])
