@@ -101,10 +101,11 @@ def pooled_activations(model: nn.Module, prompts: Prompts, *, modules: ModuleSpe
                 (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).long().to(device)
             rec.clear()
             _forward(model, batch, mask)
-            for site in sites:
+            for site in sites:  # per-prompt means on the device, one transfer per site and batch
                 out = rec.outputs[site.name][0]
-                for row, (i, n) in enumerate(zip(chunk, lengths)):
-                    pooled[site.name][i] = out[row, :n].float().mean(0).cpu().numpy()
+                means = torch.stack([out[row, :n].float().mean(0) for row, n in enumerate(lengths)]).cpu().numpy()
+                for i, mean in zip(chunk, means):
+                    pooled[site.name][i] = mean
     return {name: np.stack(rows) for name, rows in pooled.items()}
 
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from affectlocus.errors import DataError
-from affectlocus.study import Label, ScoreRow, TaskScore, Verdict, plots, stats
+from affectlocus.study import Label, ScoreRow, TaskRow, Verdict, plots, stats
 from affectlocus.study.report import render_markdown, score_table
 from affectlocus.study.results import fmt_ci
 
@@ -38,7 +38,7 @@ def seeded(seed: int) -> dict:
 
 def test_an_old_score_row_loads_and_writes_the_same_json() -> None:
     row = ScoreRow.from_dict(OLD_ROW)
-    assert isinstance(row.per_task["rt-polarity"], TaskScore)
+    assert isinstance(row.per_task["rt-polarity"], TaskRow)
     assert row.per_task["tweets-sentiment"].pred == [1] * 16 and row.name == "base" and row.per_seed is None
     assert row.interval == (0.3380208333333333, 0.5138095238095237)
     assert json.dumps(row.to_dict()) == json.dumps(OLD_ROW)        # same keys, values and order
@@ -62,7 +62,7 @@ def test_a_multi_seed_row_round_trips_and_the_statistics_agree() -> None:
 
 
 def test_a_built_row_has_the_evaluators_key_order() -> None:
-    row = ScoreRow(metric="accuracy", mean=0.5, chance=0.5, per_task={"t": TaskScore(mean=0.5, n=2, chance=0.5,
+    row = ScoreRow(metric="accuracy", mean=0.5, chance=0.5, per_task={"t": TaskRow(mean=0.5, n=2, chance=0.5,
                    labels=["a", "b"], pred=[0, 1], truth=[1, 1])})
     assert list(row.to_dict()) == ["metric", "mean", "chance", "per_task", "ci"]
     assert list(row.to_dict()["per_task"]["t"]) == ["mean", "n", "chance", "labels", "pred", "truth"]

@@ -3,7 +3,7 @@ interpolate → cost → neurons → unibench), cached per step, with a report a
 from .claims import Label, Verdict
 from .config import INHERIT_SETS, STEPS, ConfigError, StudyConfig, full, quick
 from .pipeline import Study, judge
-from .results import ScoreRow, TaskScore
+from .results import ScoreRow, TaskRow
 
-__all__ = ["INHERIT_SETS", "STEPS", "ConfigError", "Label", "ScoreRow", "Study", "StudyConfig", "TaskScore",
+__all__ = ["INHERIT_SETS", "STEPS", "ConfigError", "Label", "ScoreRow", "Study", "StudyConfig", "TaskRow",
            "Verdict", "full", "judge", "quick"]

@@ -21,7 +21,7 @@ from ..evaluation.runner import Scores, evaluate, model_env
 from ..tasks import Task
 from ..tasks.prompts import PromptStyle
 from . import stats
-from .results import ScoreRow, TaskScore
+from .results import ScoreRow, TaskRow
 
 
 class StudyEvaluator:
@@ -65,7 +65,7 @@ def to_row(scores: Scores, tasks: Sequence[Task], metric: str) -> ScoreRow:
         t = scores.tasks[task.name]
         index = {lab: k for k, lab in enumerate(task.labels)}
         recs = scores.records[task.name]
-        per_task[task.name] = TaskScore(
+        per_task[task.name] = TaskRow(
             mean=t.score, n=t.n, chance=t.chance, labels=list(task.labels),
             pred=[index.get(r["pred"], -1) if r["pred"] is not None else -1 for r in recs],
             truth=[index[r["label"]] for r in recs])

@@ -1,7 +1,8 @@
 """Typed score rows and the one CI formatter.
 
 Steps store plain JSON (``steps/<step>.json``, ``results.json``) and :mod:`.stats` computes on it;
-:class:`ScoreRow` and :class:`TaskScore` are the typed view the evaluator builds rows with and the
+:class:`ScoreRow` and :class:`TaskRow` (one task's part of a row; not the evaluator's
+:class:`~affectlocus.evaluation.TaskScore`, which it is built from) are the typed view the evaluator builds rows with and the
 report and figures read them through. ``from_dict`` reads the stored JSON and ``to_dict`` writes it
 back key for key: a field is written when it is set (``ci`` always, ``None`` when there is no CI),
 keys the class does not know are kept, and the order is the evaluator's.
@@ -60,7 +61,7 @@ class _Json:
 
 
 @dataclass
-class TaskScore(_Json):
+class TaskRow(_Json):
     """One task of a score row. A single-seed row carries its per-example answers ``pred`` and
     ``truth`` (indices into ``labels``; ``-1``: no label), which every paired bootstrap resamples."""
 
@@ -83,7 +84,7 @@ class ScoreRow(_Json):
     metric: str | None = None
     mean: float | None = None
     chance: float | None = None
-    per_task: dict[str, TaskScore] | None = None
+    per_task: dict[str, TaskRow] | None = None
     ci: list[float] | None = None
     name: str | None = None
     seed: int | None = None
@@ -113,7 +114,7 @@ class ScoreRow(_Json):
     @classmethod
     def _load(cls, name: str, value: Any) -> Any:
         if name == "per_task" and value is not None:
-            return {t: TaskScore.from_dict(v) for t, v in value.items()}
+            return {t: TaskRow.from_dict(v) for t, v in value.items()}
         if name == "per_seed" and value is not None:
             return [cls.from_dict(r) for r in value]
         return value
@@ -122,4 +123,4 @@ class ScoreRow(_Json):
 #: A score row, typed or in its JSON form.
 RowLike = Union[ScoreRow, Mapping[str, Any]]
 
-__all__ = ["RowLike", "ScoreRow", "TaskScore", "ci_above_zero", "ci_below_zero", "fmt_ci"]
+__all__ = ["RowLike", "ScoreRow", "TaskRow", "ci_above_zero", "ci_below_zero", "fmt_ci"]
