@@ -1,8 +1,8 @@
 """Row-chunk readers: one site's weight, a few rows at a time, from any source.
 
-Safetensors checkpoints are read with plain positioned reads (no memory map,
-:class:`~affectlocus.sources.safetensors_file.SafetensorsFile`), so the resident set stays at one
-chunk per tensor however large the checkpoint; other sources hand over their (already in-memory)
+Safetensors checkpoints are read one chunk of rows at a time (a private map of just those bytes,
+:class:`~affectlocus.sources.safetensors_file.SafetensorsFile`, released with the chunk), so the
+resident set stays at one chunk per tensor however large the checkpoint; other sources hand over their (already in-memory)
 tensor and we slice it.
 """
 from __future__ import annotations

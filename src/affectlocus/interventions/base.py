@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from ..sites import Selection, Site, select
-from ..sites.selection import LayerSpec, ModuleSpec
+from ..sites.selection import LayerSpec, ModuleSpec, Resolved, resolve
 
 if TYPE_CHECKING:  # the registry applies interventions; they only see its handle
     from ..registry import Handle
@@ -23,6 +23,10 @@ class Intervention(ABC):
 
     def sites(self, model: nn.Module) -> list[Site]:
         return select(model, self.selection.modules, self.selection.layers)
+
+    def resolved(self, model: nn.Module) -> list[Resolved]:
+        """The selected sites with their modules (one walk of the model)."""
+        return resolve(model, self.selection.modules, self.selection.layers)
 
     @abstractmethod
     def apply(self, model: nn.Module, handle: Handle) -> None:
@@ -48,19 +52,24 @@ class WeightIntervention(Intervention):
     def new_weight(self, site: Site, current: torch.Tensor, model: nn.Module) -> torch.Tensor:
         """The site's new (row-sliced) weight, given its current one."""
 
+    def acts_on(self, site: Site) -> bool:
+        """Whether :meth:`new_weight` can change ``site`` (sites it cannot are skipped unread)."""
+        return True
+
     def apply(self, model: nn.Module, handle: Handle) -> None:
-        sites = self.sites(model)
-        self.prepare(model, sites)
-        by_param: dict[str, list[Site]] = defaultdict(list)
-        for site in sites:
-            by_param[site.path].append(site)
+        resolved = self.resolved(model)
+        self.prepare(model, [r.site for r in resolved])
+        by_param: dict[str, list[Resolved]] = defaultdict(list)
+        for r in resolved:
+            if self.acts_on(r.site):
+                by_param[r.site.path].append(r)
         for path, group in by_param.items():
-            module = model.get_submodule(path)
+            module = group[0].weight_module
             current = module.weight.detach()
-            if len(group) == 1 and group[0].rows is None:
-                new = self.new_weight(group[0], current, model)
+            if len(group) == 1 and group[0].site.rows is None:
+                new = self.new_weight(group[0].site, current, model)
             else:  # fused weight: rebuild it once with every selected row span replaced
-                new = _fused(current, {site.rows or (0, current.shape[0]): site for site in group},
+                new = _fused(current, {r.site.rows or (0, current.shape[0]): r.site for r in group},
                              lambda site, rows: self.new_weight(site, rows, model))
             if new is current:  # unchanged (e.g. an adapter without this site, α = 0): nothing to undo
                 continue
@@ -91,8 +100,8 @@ class OutputIntervention(Intervention):
         """New output for the site's channels (``None`` leaves it unchanged)."""
 
     def apply(self, model: nn.Module, handle: Handle) -> None:
-        for site in self.sites(model):
-            handle.add_hook(model.get_submodule(site.hook_path), self._hook_fn(site), site.hook_path)
+        for r in self.resolved(model):
+            handle.add_hook(r.hook_module, self._hook_fn(r.site), r.site.hook_path)
 
     def _hook_fn(self, site: Site):
         def fn(output):

@@ -25,6 +25,9 @@ class Graft(WeightIntervention):
     def prepare(self, model: nn.Module, sites: list[Site]) -> None:
         self.source.check_covers(sites)
 
+    def acts_on(self, site: Site) -> bool:
+        return not self.source.is_delta or self.source.covers(site)  # an adapter leaves the rest alone
+
     def donor(self, site: Site, current: torch.Tensor) -> torch.Tensor:
         """The donor at ``site`` on ``current``'s device and in its dtype (cast once)."""
         return self.source.donor(site, current)

@@ -8,6 +8,7 @@ holds its LLM in an attribute — work without configuration.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Callable
 
@@ -144,11 +145,28 @@ def _find_config(root: nn.Module, path: str):
     return best
 
 
+_FOUND: "weakref.WeakKeyDictionary[nn.Module, DecoderStack]" = weakref.WeakKeyDictionary()
+
+
 def find_decoder(root: nn.Module, layers_path: str | None = None) -> DecoderStack:
     """Find the decoder layer list by structure (or at ``layers_path`` when given).
 
     Raises :class:`ArchitectureError` naming the candidates when none or several ModuleLists fit.
+    The structural search walks every module once per model; later calls reuse its answer while
+    the same layer list still sits at the same path with the same layout (checked each call).
     """
+    if layers_path is None:
+        found = _FOUND.get(root)
+        if found is not None and _resolve(root, found.path) is found.layers and len(found.layers) \
+                and layout_of_layer(found.layers[0]) is found.layout:
+            return found
+        stack = _search(root, None)
+        _FOUND[root] = stack
+        return stack
+    return _search(root, layers_path)
+
+
+def _search(root: nn.Module, layers_path: str | None) -> DecoderStack:
     if layers_path is not None:
         layers = _resolve(root, layers_path)
         if not isinstance(layers, nn.ModuleList) or len(layers) == 0:

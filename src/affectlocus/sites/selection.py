@@ -4,7 +4,7 @@ from __future__ import annotations
 import operator
 
 from dataclasses import dataclass
-from typing import Iterable, Sequence, Union
+from typing import Iterable, NamedTuple, Sequence, Union
 
 import torch.nn as nn
 
@@ -183,15 +183,33 @@ def _linear_of(module: nn.Module, path: str) -> tuple[nn.Module, str]:
 def select(model: nn.Module, modules: ModuleSpec = "all", layers: LayerSpec = None, *,
            layers_path: str | None = None) -> list[Site]:
     """Resolve ``modules`` × ``layers`` to :class:`Site` objects on ``model`` (layer-major order)."""
+    return [r.site for r in resolve(model, modules, layers, layers_path=layers_path)]
+
+
+class Resolved(NamedTuple):
+    """A site with the modules it names, found while selecting (no second path walk)."""
+
+    site: Site
+    hook_module: nn.Module    # whose output is the projection's output (``site.hook_path``)
+    weight_module: nn.Module  # that holds the weight (``site.path``)
+
+
+def resolve(model: nn.Module, modules: ModuleSpec = "all", layers: LayerSpec = None, *,
+            layers_path: str | None = None) -> list[Resolved]:
+    """:func:`select`, keeping the modules each site names (what interventions act on)."""
     stack = find_decoder(model, layers_path)
-    return sites_of(stack, parse_modules(modules), parse_layers(layers, stack.num_layers))
+    return resolve_sites(stack, parse_modules(modules), parse_layers(layers, stack.num_layers))
 
 
 def sites_of(stack: DecoderStack, modules: Sequence[str], layers: Sequence[int]) -> list[Site]:
-    sites = []
+    return [r.site for r in resolve_sites(stack, modules, layers)]
+
+
+def resolve_sites(stack: DecoderStack, modules: Sequence[str], layers: Sequence[int]) -> list[Resolved]:
+    out = []
+    projections = [(name, stack.layout.projections[name]) for name in modules]
     for layer in layers:
-        for name in modules:
-            proj = stack.layout.projections[name]
+        for name, proj in projections:
             hook_path = f"{stack.path}.{layer}.{proj.path}"
             holder = stack.layers[layer]
             for part in proj.path.split("."):
@@ -199,12 +217,12 @@ def sites_of(stack: DecoderStack, modules: Sequence[str], layers: Sequence[int])
             linear, weight_path = _linear_of(holder, hook_path)
             weight = linear.weight
             rows = proj.rows(stack.config) if proj.rows is not None else None
-            out = rows[1] - rows[0] if rows else weight.shape[0]
+            n_out = rows[1] - rows[0] if rows else weight.shape[0]
             if rows and rows[1] > weight.shape[0]:
                 raise SiteError(f"fused rows {rows} exceed {hook_path}'s weight rows {weight.shape[0]}")
-            sites.append(Site(layer, name, weight_path, hook_path, proj.path, stack.path, rows,
-                              (int(out), int(weight.shape[1]))))
-    return sites
+            out.append(Resolved(Site(layer, name, weight_path, hook_path, proj.path, stack.path, rows,
+                                     (int(n_out), int(weight.shape[1]))), holder, linear))
+    return out
 
 
 def resolve_module(model: nn.Module, path: str) -> nn.Module:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 
@@ -169,7 +169,7 @@ class Source(ABC):
         read back (no sync). Delta sources check their values when they open instead."""
         tensor = self._read(site, base)
         if _host_values(tensor):
-            _check_finite(tensor, f"{self.description}: tensor for {site.name}")
+            _check_finite(tensor, lambda: f"{self.description}: tensor for {site.name}")
         return tensor
 
     def _validated(self, site: Site, tensor: torch.Tensor, origin: str | None = None) -> torch.Tensor:
@@ -187,12 +187,14 @@ def _host_values(tensor: torch.Tensor) -> bool:
     return tensor.device.type == "cpu" and not isinstance(tensor, FakeTensor) and not tensor.is_meta
 
 
-def _check_finite(tensor: torch.Tensor, what: str) -> None:
-    """Raise :class:`NonFiniteError` if a floating host tensor holds NaN/Inf (one fp32 pass)."""
-    if tensor.is_floating_point() and not bool(torch.sum(tensor, dtype=torch.float32).isfinite()) \
+def _check_finite(tensor: torch.Tensor, what: str | Callable[[], str]) -> None:
+    """Raise :class:`NonFiniteError` if a floating host tensor holds NaN/Inf (one fp32 pass).
+
+    ``what`` names the tensor in the error (a callable is formatted only when there is one)."""
+    if tensor.is_floating_point() and not math.isfinite(float(torch.sum(tensor, dtype=torch.float32))) \
             and not bool(torch.isfinite(tensor).all()):
         bad = int((~torch.isfinite(tensor)).sum())
-        raise NonFiniteError(f"{what} holds {bad} NaN/Inf values")
+        raise NonFiniteError(f"{what() if callable(what) else what} holds {bad} NaN/Inf values")
 
 
 def layer_of_key(key: str, layers_name: str = "layers") -> int | None:

@@ -1,6 +1,6 @@
 """Safetensors checkpoints (single file or sharded via the index json), read lazily.
 
-Tensors are read with positioned reads into fresh memory (:class:`SafetensorsFile`), only the rows a
+Tensors are read one at a time (:class:`SafetensorsFile`: a private map of just that tensor's bytes), only the rows a
 site needs, so memory stays at one tensor: grafting a whole checkpoint in place holds no copy of it.
 """
 from __future__ import annotations

@@ -1,13 +1,18 @@
-"""One ``.safetensors`` file read with plain positioned reads (no memory map).
+"""One ``.safetensors`` file, read one tensor (or one span of rows) at a time.
 
-A memory map keeps every page it has touched resident until the file is closed, so grafting a
-whole checkpoint would hold all of it in the process's memory; positioned reads into fresh
-buffers keep one tensor (or one chunk of rows) at a time, read once in its stored dtype.
+Each read maps only that tensor's byte range, privately (copy-on-write), and the returned tensor
+owns the mapping: the bytes come straight from the page cache — no copy into fresh memory, no
+page zeroing — and the mapping is gone when the tensor is freed (an in-place graft copies and drops
+it; a rebound graft keeps it exactly as long as the grafted parameter lives). A file-wide map would
+instead keep every page it ever touched resident until the file is closed. Writes to the tensor
+stay private to the process. Where a span cannot be mapped (misaligned offset, a dtype
+``torch.frombuffer`` lacks), a positioned read into fresh memory is the fallback.
 """
 from __future__ import annotations
 
 import json
 import math
+import mmap
 import os
 import struct
 from pathlib import Path
@@ -65,16 +70,37 @@ class SafetensorsFile:
         return dtype, shape, start, end
 
     def read_rows(self, key: str, r0: int, r1: int) -> torch.Tensor:
-        """Rows ``r0:r1`` of the 2-D tensor ``key``, in its stored dtype."""
+        """Rows ``r0:r1`` of the 2-D tensor ``key``, in its stored dtype (see the module docstring)."""
         dtype, shape, start, _ = self.entry(key)
         cols = shape[1]
+        offset = self.data_start + start + r0 * cols * dtype.itemsize
         nbytes = (r1 - r0) * cols * dtype.itemsize
+        if os.fstat(self._fh.fileno()).st_size < offset + nbytes:  # shrunk since it was opened
+            raise SourceError(f"{self.path}: tensor {key!r} is truncated (the file ends before byte "
+                              f"{offset + nbytes})")
+        if nbytes and offset % dtype.itemsize == 0:
+            mapped = self._mapped(offset, nbytes, dtype)
+            if mapped is not None:
+                return mapped.view(r1 - r0, cols)
         buf = torch.empty(nbytes, dtype=torch.uint8)
-        self._fh.seek(self.data_start + start + r0 * cols * dtype.itemsize)
+        self._fh.seek(offset)
         got = self._fh.readinto(memoryview(buf.numpy()))
         if got != nbytes:
             raise SourceError(f"{self.path}: tensor {key!r} is truncated (read {got} of {nbytes} bytes)")
         return buf.view(dtype).view(r1 - r0, cols)
+
+    def _mapped(self, offset: int, nbytes: int, dtype: torch.dtype) -> torch.Tensor | None:
+        """A private (copy-on-write) map of ``nbytes`` at ``offset`` as a 1-D tensor that owns it."""
+        base = offset - offset % mmap.ALLOCATIONGRANULARITY
+        try:
+            view = mmap.mmap(self._fh.fileno(), offset - base + nbytes, offset=base, access=mmap.ACCESS_COPY)
+        except (OSError, ValueError):
+            return None
+        try:
+            return torch.frombuffer(view, dtype=dtype, count=nbytes // dtype.itemsize, offset=offset - base)
+        except (TypeError, ValueError, RuntimeError):
+            view.close()
+            return None
 
     def close(self) -> None:
         if not self._fh.closed:
