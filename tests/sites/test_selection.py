@@ -116,3 +116,25 @@ def test_selection_object_is_model_independent(tiny):
     assert [s.name for s in sel.resolve(tiny("phi3"))] == ["layers.0.gate", "layers.1.gate"]
     with pytest.raises(al.SiteError):
         al.Selection("nope")
+
+
+def test_decoder_search_is_remembered_but_follows_changes(tiny):
+    """find_decoder reuses its answer per model only while the same list sits at the same path."""
+    model = tiny("llama")
+    first = al.find_decoder(model)
+    assert al.find_decoder(model) is first
+    import peft
+    peft.get_peft_model(model, peft.LoraConfig(r=2, target_modules=["gate_proj"]))  # wraps in place
+    site = al.select(model, "gate", 0)[0]
+    assert site.path.endswith("layers.0.mlp.gate_proj.base_layer")  # the wrapped layer is seen
+    model.model.layers = nn.ModuleList(list(model.model.layers)[:1])  # a new, shorter list
+    assert al.find_decoder(model).num_layers == 1
+    assert [s.layer for s in al.select(model, "q")] == [0]
+
+
+def test_resolved_modules_are_the_ones_at_the_site_paths(tiny):
+    from affectlocus.sites.selection import resolve
+    model = tiny("phi3")
+    for r in resolve(model, "all"):
+        assert r.weight_module is model.get_submodule(r.site.path)
+        assert r.hook_module is model.get_submodule(r.site.hook_path)

@@ -164,3 +164,28 @@ def test_lora_rank_from_config_must_match_the_factors():
     src = LoraSource(state, alpha=8, rank=4, rank_pattern={"layers.1.mlp.gate_proj": 2})
     assert sorted(src.site_names())[1].endswith("layers.1.mlp.gate_proj")
     assert LoraSource(state, alpha=8, rank=None).scale_of(key.format(1, "A")[:-len(".lora_A.weight")]) == 4.0
+
+
+def test_safetensors_reads_are_private_maps_released_with_the_tensor(tiny, tmp_path):
+    """A read maps only its tensor's bytes copy-on-write: writing to it never reaches the file, and a
+    file cut short after opening is a clear error, not a crash."""
+    import gc
+    from affectlocus.sources.safetensors_file import SafetensorsFile
+    donor = tiny("llama", seed=4)
+    donor.save_pretrained(tmp_path / "ckpt")
+    path = tmp_path / "ckpt" / "model.safetensors"
+    before = path.read_bytes()
+    fh = SafetensorsFile(path)
+    key = next(k for k in fh.entries if k.endswith("layers.1.mlp.gate_proj.weight"))
+    rows = fh.read_rows(key, 2, 5)
+    assert torch.equal(rows, donor.model.layers[1].mlp.gate_proj.weight.detach()[2:5])
+    rows.fill_(7.0)  # private: the file is unchanged
+    del rows
+    gc.collect()
+    assert path.read_bytes() == before
+    assert torch.equal(fh.read_rows(key, 0, 3), donor.model.layers[1].mlp.gate_proj.weight.detach()[:3])
+    with open(path, "r+b") as out:
+        out.truncate(fh.data_start + 16)
+    with pytest.raises(al.SourceError, match="truncated"):
+        fh.read_rows(key, 0, 3)
+    fh.close()
