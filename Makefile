@@ -30,11 +30,16 @@ $(TSTAMP): $(STAMP)
 test: $(TSTAMP)
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# every benchmark writes a stamped JSON (commit, args, load, goals and verdicts); report.py rewrites the
+# README's performance table from them
 bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_adapter.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_intervene.py
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_inplace.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_diff.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_eval.py
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/report.py
 
 tour: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/affectlocus tour

@@ -208,8 +208,8 @@ def factor_vs_dense(rank: int = 16, alpha: float = 32.0) -> dict:
 
 
 def main(quick: bool = False) -> dict:
-    from _common import save_json
-    results: dict = {}
+    from _common import figure, goal, print_figures, save_json
+    results: dict = {"args": {"quick": quick}}
     with tempfile.TemporaryDirectory() as tmp:
         base, tuned, n = embedded_pair(Path(tmp))
         results["embedded"] = {"params": n, **compare_methods(base, tuned, repeats=3)}
@@ -226,7 +226,20 @@ def main(quick: bool = False) -> dict:
           f"{fd['speedup']:.0f}× faster ({fd['factor_s'] * 1e3:.1f} ms vs {fd['dense_s']:.2f} s; "
           f"whole diff() {fd['speedup_end_to_end']:.0f}×); max rel. error vs fp64 "
           f"{fd['max_rel_err_factor_vs_fp64']:.1e} (fp32 dense: {fd['max_rel_err_fp32_dense_vs_fp64']:.1e})")
-    path = save_json("diff", results)
+    figures = []
+    for pair in ("embedded", "synthetic_1b"):
+        if pair in results:
+            r = results[pair]
+            figures += [goal(f"diff_{pair}_wall_over_naive", r["wall_ratio"], "<=", 1.0,
+                             f"streaming al.diff / from_pretrained both + state-dict loop, {pair} pair"),
+                        goal(f"diff_{pair}_peak_rss_over_naive", r["peak_rss_ratio"], "<=", 0.25,
+                             f"peak RSS of the same two runs, {pair} pair")]
+    figures += [goal("lora_norm_factor_speedup", fd["speedup"], ">=", 100.0,
+                     "LoRA ‖ΔW‖ from factors vs dense s·B@A, Qwen2.5-7B shapes (28×7 sites, r=16)"),
+                goal("lora_norm_factor_rel_error", fd["max_rel_err_factor_vs_fp64"], "<=", 1e-5,
+                     "max relative error of the factor-space norm vs fp64")]
+    print_figures(figures)
+    path = save_json("diff", results, figures)
     print(f"saved {path}")
     return results
 

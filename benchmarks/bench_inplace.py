@@ -183,21 +183,9 @@ def write_adapter_donor(model, folder: Path) -> None:
     wrapped.unload()
 
 
-def git_commit() -> tuple[str | None, bool | None]:
-    root = Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                    capture_output=True, text=True).stdout.strip())
-        return head, dirty
-    except (OSError, subprocess.CalledProcessError):
-        return None, None
-
-
 # -------------------------------------------------------------------------------------------- main
 def main(args) -> dict:
-    from _common import interleaved, save_json
+    from _common import goal, interleaved, save_json
 
     import affectlocus as al
     if args.threads:
@@ -246,10 +234,7 @@ def main(args) -> dict:
     out["met_excluding_donor_mmap"] = all(d["inplace_peak_over_plain_model_excluding_donor_mmap"] <= GOAL
                                           for d in out["donors"].values())
     out["restored_bit_exact"] = all(d["restored_bit_exact"] for d in out["donors"].values())
-    commit, dirty = git_commit()
-    out.update(git_commit=commit, git_dirty=dirty, args=vars(args), threads=torch.get_num_threads(),
-               load_average=list(os.getloadavg()),
-               notes=("VmHWM counts file pages the process has mapped: a safetensors donor is read through "
+    out.update(args=vars(args), notes=("VmHWM counts file pages the process has mapped: a safetensors donor is read through "
                       "mmap and its touched pages stay resident in the mapping while the source is open "
                       "(inside_donor_mmap_mib), whatever the policy; *_excluding_donor_mmap subtracts them. "
                       "The embedded model's weights are themselves mmap'd from its cache file: an in-place "
@@ -270,7 +255,10 @@ def main(args) -> dict:
               f"{d['restored_bit_exact']}")
     print(f"goal: {out['goal']} → met: {out['met']} (excluding the donor's mmap'd file pages: "
           f"{out['met_excluding_donor_mmap']})")
-    print("saved", save_json("bench_inplace", out))
+    figures = [goal(f"inplace_{d}_peak_over_plain_model", v["inplace_peak_over_plain_model"], "<=", GOAL,
+                    f"peak RSS of graft(all) with inplace=True from a {d} donor / the plain model's parameter bytes")
+               for d, v in out["donors"].items()]
+    print("saved", save_json("bench_inplace", out, figures))
     return out
 
 

@@ -29,7 +29,8 @@ from affectlocus.tuning.data import arithmetic_control, build_dataset  # noqa: E
 from affectlocus.tuning.prepare import prepare_full, prepare_lora  # noqa: E402
 from affectlocus.tuning.loss import answer_loss_sum  # noqa: E402
 
-CONFIGS = {"gate_lora": ("lora", "gate"), "all7_lora": ("lora", "all"), "gate_full": ("full", "gate")}
+CONFIGS = {"gate_lora": ("lora", "gate"), "all7_lora": ("lora", "all"), "gate_full": ("full", "gate"),
+           "gate_lora_full_head": ("lora", "gate")}  # the same GET step, LM head over every position
 BATCH, LENGTH, RANK = 16, 64, 16
 
 
@@ -43,8 +44,16 @@ def make_batch(tok) -> dict[str, torch.Tensor]:
     return batch
 
 
+def full_head_loss_sum(net, batch) -> torch.Tensor:
+    """The answer-only loss computed the usual way: logits over every position, then masked."""
+    logits = net(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    return torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]),
+                                             batch["labels"][:, 1:].reshape(-1), ignore_index=-100, reduction="sum")
+
+
 def setup(name: str, device: str = "cpu"):
     method, modules = CONFIGS[name]
+    loss_sum = full_head_loss_sum if name.endswith("_full_head") else answer_loss_sum
     model, tok = al.load_model("smollm2-135m", device=device)
     prep = (prepare_lora(model, modules, None, r=RANK, alpha=2 * RANK, dropout=0.05, rslora=False, seed=0)
             if method == "lora" else prepare_full(model, modules, None))
@@ -57,7 +66,7 @@ def setup(name: str, device: str = "cpu"):
     def step(autocast: bool = False) -> float:
         ctx = torch.autocast("cuda", dtype=torch.bfloat16) if autocast else torch.autocast("cpu", enabled=False)
         with ctx:
-            loss = answer_loss_sum(prep.net, batch) / n_answer
+            loss = loss_sum(prep.net, batch) / n_answer
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
@@ -97,7 +106,7 @@ def memory_child(name: str) -> None:
 
 
 def main(repeats: int) -> dict:
-    from _common import interleaved, save_json
+    from _common import figure, goal, interleaved, print_figures, save_json
     device = "cuda" if torch.cuda.is_available() else "cpu"
     runs = {name: setup(name, device) for name in CONFIGS}
     for _, _, step in runs.values():  # warm-up: allocate optimizer state
@@ -132,7 +141,21 @@ def main(repeats: int) -> dict:
         t0 = time.perf_counter()
         loss = step(autocast=True)
         payload["bf16_gate_lora_step"] = {"seconds": time.perf_counter() - t0, "loss": loss}
-    path = save_json("train" if device == "cpu" else "train_gpu", payload)
+    g, a7, fh = rows["gate_lora"], rows["all7_lora"], rows["gate_lora_full_head"]
+    figures = [
+        figure("get_over_all7_step_time", g["step_seconds"] / a7["step_seconds"],
+               "gate-only LoRA step / all-seven LoRA step (answer-only head), same 16×64 batch"),
+        figure("get_over_all7_peak_memory", g["peak_memory_mb"] / a7["peak_memory_mb"], "peak memory, same ratio"),
+        figure("get_over_all7_trainable", g["trainable"] / a7["trainable"], "trainable parameters, same ratio"),
+        goal("answer_head_over_full_head_step_time", g["step_seconds"] / fh["step_seconds"], "<=", 1.0,
+             "GET step with the LM head only at answer positions / with the head over every position"),
+        figure("answer_head_over_full_head_peak_memory", g["peak_memory_mb"] / fh["peak_memory_mb"],
+               "peak memory, same ratio"),
+        figure("get_step_seconds", g["step_seconds"], "GET step (forward + backward + AdamW), 16×64", "s"),
+    ]
+    print_figures(figures)
+    path = save_json("train" if device == "cpu" else "train_gpu", {"args": {"repeats": repeats}, **payload},
+                     figures)
     print(f"{'config':10s} {'step s':>8s} {'tok/s':>8s} {'trainable':>12s} {'optim MB':>9s} {'peak MB':>8s}")
     for name, row in rows.items():
         print(f"{name:10s} {row['step_seconds']:8.2f} {row['tokens_per_second']:8.0f} {row['trainable']:12,d} "

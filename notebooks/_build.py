@@ -1,8 +1,10 @@
 """Regenerate the notebooks from the cell sources below (run: .venv/bin/python notebooks/_build.py).
 
 Every notebook reads AFFECTLOCUS_NB_SCALE (default 1.0): CI runs them at a reduced size so they
-cannot rot; at 1.0 each runs top to bottom in a few minutes on 2 CPU cores.
+cannot rot; at 1.0 each runs top to bottom in a few minutes on 2 CPU cores. Arguments: only these
+notebooks (e.g. ``05_three_witnesses.ipynb``), the others are left as they are.
 """
+import sys
 from pathlib import Path
 
 import nbformat
@@ -34,6 +36,75 @@ TRAIN_DATA = """neg, pos = ([e for e in task.train if e.label == lab][:64] for l
 examples = [e for pair in zip(neg, pos) for e in pair]
 data = SFTDataset.from_ids(label_training_pairs(tok, task, examples, style=style), tok.pad_token_id,
                            max_length=128)"""
+
+WITNESSES = [
+    ("md", "# 05 · Three witnesses: where does the fine-tune act?\n\nThe size of ΔW is the weakest answer. "
+           "Here one LoRA is asked three independent ways (`src/affectlocus/witnesses/`): the **spectrum** "
+           "of ΔW (`al.spectrum`: how big and how many directions, intruder dimensions), **activation "
+           "mediation** (`al.mediate`: through which module outputs does the change in the next-token "
+           "distribution flow?) and **weight-path attribution** (`al.attribute`: integrated gradients of "
+           "the answer loss along W + α·ΔW). Then: do their module rankings agree (Kendall's τ)?"),
+    ("code", SETUP),
+    ("code", TRAIN_DATA + """
+# every 5th layer (CI: layers 0 and 15) is fine-tuned and probed, so the witnesses see one fine-tune
+layers = list(range(0, 30, 5 if SCALE >= 1 else 15))
+t = time.time()
+res = al.train(model, tok, data, "nb-runs/witness-lora", modules="all", layers=layers, r=8, alpha=16,
+               steps=steps, batch_size=8 if SCALE >= 1 else 4, lr=1e-3, max_length=128, progress=False)
+res.restore()
+tuned = "nb-runs/witness-lora"   # a peft adapter folder; any source works (checkpoint, .pth, model)
+print(f"LoRA on all 7 modules of layers {layers}: {steps} steps, final loss {res.losses[-1]:.3f} "
+      f"({time.time() - t:.0f} s)")"""),
+    ("code", """from affectlocus.tuning.data import collate
+# held-out reviews in the training/evaluation prompt format: the prompt alone (mediation reads the
+# next-token distribution where the label is predicted) and prompt + true label (attribution's loss)
+n = max(2, int(8 * SCALE))
+pairs = label_training_pairs(tok, task, load_task("rt-polarity", max_test=n).test, style=style)
+prompts = collate([{"input_ids": p, "labels": p} for p, _ in pairs], tok.pad_token_id)
+answers = SFTDataset.from_ids(pairs, tok.pad_token_id).collate(range(len(pairs)))   # loss on the label only
+print(f"{n} prompts, {prompts['input_ids'].shape[1]} tokens at most")"""),
+    ("code", """t = time.time()
+spec = al.spectrum(model, tuned, layers=layers, k=8)
+print(f"spectrum: {time.time() - t:.0f} s, methods {spec.meta['methods']}")
+spec.to_frame().groupby("module", sort=False)[["sigma_1", "effective_rank", "stable_rank", "intruders"]].mean()"""),
+    ("code", """t = time.time()
+med = al.mediate(model, tuned, prompts, layers=layers)   # metric: KL of the next-token distributions
+print(f"mediation: {time.time() - t:.0f} s, total KL(p_tuned ‖ p_base) = {med.meta['total']:.4f}", *med.notes)"""),
+    ("code", """t = time.time()
+att = al.attribute(model, tuned, answers, layers=layers, steps=8)
+print(f"attribution: {time.time() - t:.0f} s, L(tuned) − L(base) = {att.total:.4f}, "
+      f"Σ attribution = {att.meta['sum']:.4f}, completeness error = {att.error:.2%}", *att.notes)"""),
+    ("code", """from matplotlib.figure import Figure
+fig = Figure(figsize=(16, 3.8), layout="constrained")
+for ax, (table, column) in zip(fig.subplots(1, 3), [(spec, "sigma_1"), (med, "sufficiency"),
+                                                    (att, "attribution")]):
+    table.heatmap(column, ax=ax)
+from IPython.display import Image
+fig.savefig("three_witnesses.png", dpi=90)   # shown as a PNG whatever the matplotlib backend
+Image("three_witnesses.png")"""),
+    ("code", """from affectlocus.witnesses.agreement import agreement
+rankings = {"spectrum σ1": spec.by_module("sigma_1"), "mediation": med.by_module("sufficiency"),
+            "attribution": att.by_module("attribution", absolute=True)}   # each summed over layers
+for name, scores in rankings.items():
+    print(f"{name:12s}", " > ".join(sorted(scores, key=scores.get, reverse=True)))
+agree = agreement(rankings)   # Kendall's τ-b per pair, exact one-sided permutation p, Holm over the pairs
+for pair in agree.pairs:
+    print(f"τ({pair.a}, {pair.b}) = {pair.tau:+.2f}   p = {pair.p:.3f}   Holm p = {pair.p_holm:.3f}")"""),
+    ("code", """# what this run shows — computed, not written in advance
+print("top module per witness:", {name: max(scores, key=scores.get) for name, scores in rankings.items()})
+print(f"verdict: {agree.sentence('the fine-tune')} ({agree.reason})")
+print(f"attribution completeness error {att.error:.2%} at 8 steps "
+      f"({'within' if att.error <= 0.05 else 'outside'} the 5% the path integral should reach)")
+print(f"this run: {steps} training steps on layers {layers}, {n} prompts (AFFECTLOCUS_NB_SCALE={SCALE})")"""),
+    ("md", "How to read it: the spectrum measures the update itself (σ₁ still grows with matrix size); "
+           "mediation measures which *outputs* carry the change of the next-token distribution — a site "
+           "downstream of a changed one (e.g. `down` after `gate`) can carry change it did not make; "
+           "attribution splits the change of the answer loss over the weight updates, summing to the "
+           "measured total up to the completeness error. Seven modules are few for a rank test, and at "
+           "reduced size (few steps, layers, prompts) any agreement or disagreement is weak evidence. The "
+           "CLI (`affectlocus mediate|attribute|spectrum BASE TUNED --data … --out DIR`) runs the same "
+           "functions."),
+]
 
 NOTEBOOKS = {
     "01_locate.ipynb": [
@@ -134,11 +205,15 @@ print("probe accuracy per layer:", result.accuracy, " chance:", result.chance)""
         ("md", "Channels were ranked on the training texts and scored on held-out test texts. The full "
                "study (`affectlocus demo`) ranks by ΔW row norm as well, in the *affective* model."),
     ],
+    "05_three_witnesses.ipynb": WITNESSES,
 }
 
 
-def build() -> None:
+def build(names: list[str] | None = None) -> None:
+    """Write every notebook, or only ``names`` (e.g. ``05_three_witnesses.ipynb``)."""
     for name, cells in NOTEBOOKS.items():
+        if names and name not in names:
+            continue
         nb = new_notebook(cells=[new_markdown_cell(src) if kind == "md" else new_code_cell(src)
                                  for kind, src in cells])
         nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
@@ -146,4 +221,4 @@ def build() -> None:
 
 
 if __name__ == "__main__":
-    build()
+    build(sys.argv[1:])

@@ -25,6 +25,6 @@ def test_notebook_runs(path, tmp_path, monkeypatch):
     assert not errors
 
 
-def test_there_are_four_notebooks():
+def test_there_are_five_notebooks():
     assert [p.name for p in NOTEBOOKS] == ["01_locate.ipynb", "02_intervene.ipynb", "03_get.ipynb",
-                                           "04_neurons.ipynb"]
+                                           "04_neurons.ipynb", "05_three_witnesses.ipynb"]

@@ -3,10 +3,11 @@
 Public names (stable; see README and docs/architecture.md): ``load_model``, ``select``,
 ``open_source``, ``intervene``, ``attach``, the intervention factories (``graft``, ``interpolate``,
 ``zero``, ``scale``, ``noise``, ``random_revert``, ``neuron_mask``, ``record``, ``zero_output``,
-``scale_output``, ``patch_output``, ``mean_ablate``), ``active`` / ``assert_clean`` / ``detach_all``,
-``diff`` / ``compare_diffs``, the tuning entry points (``lora_config``, ``count_trainable``, ``train``,
-``sweep``, ``export_adapter``), ``evaluate`` (the one evaluator), the neuron tools (``rank_neurons``,
-``probe``, ``pooled_activations``) and the error hierarchy.
+``scale_output``, ``patch_output``, ``patch``, ``mean_ablate``), ``active`` / ``assert_clean`` /
+``detach_all``, ``diff`` / ``compare_diffs``, the tuning entry points (``lora_config``,
+``count_trainable``, ``train``, ``sweep``, ``export_adapter``), ``evaluate`` (the one evaluator), the
+neuron tools (``rank_neurons``, ``probe``, ``pooled_activations``), the three witnesses of where a
+fine-tune acts (``mediate``, ``attribute``, ``spectrum``) and the error hierarchy.
 
 The package is lazy (PEP 562): ``import affectlocus.registry`` loads the intervention core only;
 each public name imports its layer on first use (``al.diff`` loads pandas/matplotlib, ``al.train``
@@ -24,8 +25,9 @@ from .errors import (AffectLocusError, ArchitectureError, CheckpointError, Confi
 
 #: public name → the module that defines it (imported on first access)
 _LAZY = {
-    **dict.fromkeys(("graft", "interpolate", "mean_ablate", "neuron_mask", "noise", "patch_output", "random_revert",
-                     "record", "scale", "scale_output", "zero", "zero_output"), "affectlocus.interventions"),
+    **dict.fromkeys(("graft", "interpolate", "mean_ablate", "neuron_mask", "noise", "patch", "patch_output",
+                     "random_revert", "record", "scale", "scale_output", "zero", "zero_output"),
+                    "affectlocus.interventions"),
     **dict.fromkeys(("Handle", "active", "assert_clean", "attach", "detach_all", "intervene"), "affectlocus.registry"),
     **dict.fromkeys(("Selection", "Site", "find_decoder", "select"), "affectlocus.sites"),
     **dict.fromkeys(("Source", "open_source"), "affectlocus.sources"),
@@ -35,6 +37,9 @@ _LAZY = {
                      "train"), "affectlocus.tuning"),
     "evaluate": "affectlocus.evaluation.runner",
     **dict.fromkeys(("pooled_activations", "probe", "rank_neurons"), "affectlocus.neurons"),
+    "attribute": "affectlocus.witnesses.attribution",
+    "mediate": "affectlocus.witnesses.mediation",
+    "spectrum": "affectlocus.witnesses.spectra",
 }
 
 
@@ -57,22 +62,26 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager names
     from . import diff
     from .diff import DiffTable, compare_diffs
     from .evaluation.runner import evaluate
-    from .interventions import (graft, interpolate, mean_ablate, neuron_mask, noise, patch_output, random_revert,
-                                record, scale, scale_output, zero, zero_output)
+    from .interventions import (graft, interpolate, mean_ablate, neuron_mask, noise, patch, patch_output,
+                                random_revert, record, scale, scale_output, zero, zero_output)
     from .models import load_model
     from .neurons import pooled_activations, probe, rank_neurons
     from .registry import Handle, active, assert_clean, attach, detach_all, intervene
     from .sites import Selection, Site, find_decoder, select
     from .sources import Source, open_source
     from .tuning import TrainConfig, TrainResult, count_trainable, export_adapter, lora_config, sweep, train
+    from .witnesses.attribution import attribute
+    from .witnesses.mediation import mediate
+    from .witnesses.spectra import spectrum
 
 __all__ = [
     "AffectLocusError", "ArchitectureError", "CheckpointError", "ConfigError", "DataError", "DiffTable", "Handle",
     "InterventionError", "ModelLoadError", "NonFiniteError", "ResumeError", "Selection", "ShapeMismatchError",
     "Site", "SiteError", "Source", "SourceError", "TrainConfig", "TrainResult", "TuningError", "UnsafeFileError",
-    "__version__", "active", "assert_clean", "attach", "compare_diffs", "count_trainable", "detach_all", "diff",
-    "evaluate", "export_adapter", "find_decoder", "graft", "intervene", "interpolate", "load_model", "lora_config",
-    "mean_ablate", "neuron_mask", "noise", "open_source", "patch_output", "pooled_activations", "probe",
-    "random_revert", "rank_neurons", "record", "scale", "scale_output", "select", "sweep", "train", "zero",
+    "__version__", "active", "assert_clean", "attach", "attribute", "compare_diffs", "count_trainable", "detach_all",
+    "diff", "evaluate", "export_adapter", "find_decoder", "graft", "intervene", "interpolate", "load_model",
+    "lora_config", "mean_ablate", "mediate", "neuron_mask", "noise", "open_source", "patch",
+    "patch_output", "pooled_activations", "probe",
+    "random_revert", "rank_neurons", "record", "scale", "scale_output", "select", "spectrum", "sweep", "train", "zero",
     "zero_output",
 ]

@@ -18,9 +18,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .study.cli import register as register_study
     from .tour import register as register_tour
     from .tuning.cli import register as register_tuning
+    from .witnesses.cli import register as register_witnesses
     register_study(sub)
     register_tour(sub)
     register_diff(sub)
+    register_witnesses(sub)
     register_tuning(sub)
     register_lm_eval_export(sub)
     bench = sub.add_parser("bench", help="score a model on affective tasks (bench --model …) or "

@@ -594,7 +594,7 @@ def test_gate_necessary_judged_with_a_revert_at_chance(w, ablation) -> None:
 
 # ---- rules text ----------------------------------------------------------------------------------
 def test_rules_and_verdict_dict() -> None:
-    assert len(claims.RULES) == 8 and all(isinstance(r, str) and r for r in claims.RULES)
+    assert len(claims.RULES) == 9 and all(isinstance(r, str) and r for r in claims.RULES)
     assert f"at least {claims.MIN_SEEDS} training seeds" in claims.RULES[1]
     d = claims.Verdict("c", claims.SUPPORTED, "e", {"x": 1}).to_dict()
     assert d == {"claim": "c", "verdict": "supported", "evidence": "e", "numbers": {"x": 1}}

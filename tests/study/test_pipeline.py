@@ -53,7 +53,7 @@ def test_pipeline_end_to_end_and_resume(tmp_path, tokenizer, monkeypatch):
     assert_bit_identical(model, snap)
     al.assert_clean(model)
     done = sorted(p.stem for p in (tmp_path / "run" / "steps").glob("*.json"))
-    assert done == ["ablate", "health", "inherit", "locate", "targeted", "tune"]
+    assert done == ["ablate", "attribute", "health", "inherit", "locate", "targeted", "tune"]
 
     monkeypatch.setattr(experiments, "interpolate", real)
     log: list[str] = []
@@ -70,7 +70,7 @@ def test_pipeline_end_to_end_and_resume(tmp_path, tokenizer, monkeypatch):
     al.assert_clean(model)
 
     report = (tmp_path / "run" / "report" / "index.md").read_text()
-    for section in ("## Health", "## Verdicts", "### Decision rules", "## Locate", "## Inherit", "## Targeted tuning", "## Ablate", "## Interpolate",
+    for section in ("## Health", "## Verdicts", "### Decision rules", "## Locate", "## Where, three ways", "## Inherit", "## Targeted tuning", "## Ablate", "## Interpolate",
                     "## Cost–performance", "## Neurons", "## MER-UniBench", "## Configuration",
                     "## Versions and timings"):
         assert section in report
@@ -83,7 +83,7 @@ def test_pipeline_end_to_end_and_resume(tmp_path, tokenizer, monkeypatch):
     assert (tmp_path / "run" / "report" / "index.html").read_text().count("<img") == len(results["figures"])
     for fig in results["figures"].values():
         assert (tmp_path / "run" / "report" / fig).stat().st_size > 5000
-    assert len(results["verdicts"]) == 5
+    assert len(results["verdicts"]) == 6  # the five claims and the witnesses' agreement
     assert set(results["health"]["tuned"]) == {"all", "gate", "up", "control"}
     assert [e["seed"] for e in results["health"]["tuned"]["all"]] == cfg.seeds
     assert {v["verdict"] for v in results["verdicts"]} <= set(Label)
@@ -99,7 +99,7 @@ def test_demo_quick_mode_on_the_embedded_model(tmp_path):
     report = (tmp_path / "demo" / "report" / "index.md").read_text()
     verdict_rows = [l for l in report.splitlines() if l.startswith("| ") and
                     any(f"| **{v}** |" in l for v in Label)]
-    assert len(verdict_rows) == 5
+    assert len(verdict_rows) == 6
     from affectlocus.models.loader import fast_bf16
     assert json.loads((tmp_path / "demo" / "config.json").read_text())["bf16"] is fast_bf16("cpu")
     health = json.loads((tmp_path / "demo" / "results.json").read_text())["health"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -50,20 +51,9 @@ def diff(base: Any, tuned: Any, modules: ModuleSpec = "all", layers: LayerSpec =
     move = _mover(device, dtype)
     cfg = StatsConfig(parse_metrics(metrics), float(eps), None if sample is None else int(sample),
                       int(seed), tuple(float(q) for q in quantiles), HIST_EDGES.copy())
-    base, tuned = _resolve_model_name(base), _resolve_model_name(tuned)
-    base_src, tuned_src = open_source(base), open_source(tuned)
-    if base_src.is_delta:
-        raise SourceError(f"base must hold weights, but {base_src.description} holds updates (ΔW); "
-                          f"pass the base model or checkpoint first and the adapter second")
-    readers = [WeightReader(base_src)] + ([] if tuned_src.is_delta else [WeightReader(tuned_src)])
-    try:
-        skeleton, configs = _skeleton(base, tuned, base_src, tuned_src, readers)
-        _check_architectures(configs)
-        stack = find_decoder(skeleton, layers_path)
-        sites = select(skeleton, modules, layers, layers_path=layers_path)
-        notes = _check_coverage(stack, skeleton, sites, base_src, tuned_src, readers, layers_path)
-        for reader in readers:
-            reader.validate(sites)
+    with open_pair(base, tuned, modules, layers, layers_path) as pair:
+        base_src, tuned_src, readers, configs = pair.base_src, pair.tuned_src, pair.readers, pair.configs
+        stack, sites, notes = pair.stack, pair.sites, pair.notes
         plans = [_plan(site, tuned_src, cfg, chunk_elements) for site in sites]
         chunks = Prefetch(_read_chunks(plans, readers, move))
         try:
@@ -72,9 +62,6 @@ def diff(base: Any, tuned: Any, modules: ModuleSpec = "all", layers: LayerSpec =
             results = [_site(plan, chunks, tuned_src, cfg) for plan in bar]
         finally:
             chunks.close()
-    finally:
-        for reader in readers:
-            reader.close()
     from .._version import __version__
     meta = {"base": base_src.description, "tuned": tuned_src.description,
             "model_type": _field(configs[0][1], "model_type") if configs else None,
@@ -87,6 +74,44 @@ def diff(base: Any, tuned: Any, modules: ModuleSpec = "all", layers: LayerSpec =
     table = DiffTable(results, meta, cfg.edges if "hist" in cfg.metrics else None)
     table.meta["compared"] = table.describe()
     return table
+
+
+@dataclass
+class WeightPair:
+    """A base and a tuned source opened side by side for streaming (see :func:`open_pair`)."""
+
+    base_src: Source
+    tuned_src: Source
+    readers: list[WeightReader]  # base's; then tuned's unless it holds updates (ΔW)
+    configs: list
+    stack: Any                   # the skeleton's DecoderStack
+    sites: list[Site]
+    notes: list[str]
+
+
+@contextmanager
+def open_pair(base: Any, tuned: Any, modules: ModuleSpec = "all", layers: LayerSpec = None,
+              layers_path: str | None = None) -> Iterator[WeightPair]:
+    """Open ``base`` (weights) and ``tuned`` (any source) for site-by-site streaming: architectures
+    checked, sites selected on a skeleton (no weights loaded), coverage checked; readers closed on exit."""
+    base, tuned = _resolve_model_name(base), _resolve_model_name(tuned)
+    base_src, tuned_src = open_source(base), open_source(tuned)
+    if base_src.is_delta:
+        raise SourceError(f"the base must hold weights, but {base_src.description} holds updates (ΔW); "
+                          f"pass the base model or checkpoint first and the adapter second")
+    readers = [WeightReader(base_src)] + ([] if tuned_src.is_delta else [WeightReader(tuned_src)])
+    try:
+        skeleton, configs = _skeleton(base, tuned, base_src, tuned_src, readers)
+        _check_architectures(configs)
+        stack = find_decoder(skeleton, layers_path)
+        sites = select(skeleton, modules, layers, layers_path=layers_path)
+        notes = _check_coverage(stack, skeleton, sites, base_src, tuned_src, readers, layers_path)
+        for reader in readers:
+            reader.validate(sites)
+        yield WeightPair(base_src, tuned_src, readers, configs, stack, sites, notes)
+    finally:
+        for reader in readers:
+            reader.close()
 
 
 def _resolve_model_name(x: Any) -> Any:

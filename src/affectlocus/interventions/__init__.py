@@ -4,6 +4,7 @@ Lower-case factories (``graft``, ``zero``, …) are the public spelling.
 """
 from .activation import MeanAblate, PatchOutput, Record, ScaleOutput, ZeroOutput
 from .base import Intervention, OutputIntervention, WeightIntervention
+from .replay import Patch, patch
 from .weight import Graft, Interpolate, NeuronMask, Noise, RandomRevert, Scale, Zero
 
 graft = Graft
@@ -20,6 +21,6 @@ mean_ablate = MeanAblate
 random_revert = RandomRevert
 
 __all__ = ["Graft", "Interpolate", "Intervention", "MeanAblate", "NeuronMask", "Noise", "OutputIntervention",
-           "PatchOutput", "RandomRevert", "Record", "Scale", "ScaleOutput", "WeightIntervention", "Zero", "ZeroOutput",
-           "graft", "interpolate", "mean_ablate", "neuron_mask", "noise", "patch_output", "random_revert", "record", "scale",
+           "Patch", "PatchOutput", "RandomRevert", "Record", "Scale", "ScaleOutput", "WeightIntervention", "Zero", "ZeroOutput",
+           "graft", "interpolate", "mean_ablate", "neuron_mask", "noise", "patch", "patch_output", "random_revert", "record", "scale",
            "scale_output", "zero", "zero_output"]

@@ -45,6 +45,8 @@ ALPHA = 0.05
 RECOVERY_SUPPORT, RECOVERY_REFUTE = 0.50, 0.25
 HEADLINE_MARGIN = 0.90
 PAPER_SHARE, PAPER_PARAMS = 0.966, 0.25
+#: The claim the `attribute` step's witnesses are judged on (:func:`.witnesses.witnesses_agree`).
+WITNESSES_CLAIM = "the three witnesses (ΔW size, mediation, attribution) agree on where the affective update acts"
 _ci = partial(fmt_ci, spec="+.3f", missing="[no CI]")
 
 RULES = (
@@ -79,6 +81,13 @@ RULES = (
     "above 0 beyond CI, above every other module's drop (Holm), above the random parameter-matched revert's "
     "drop beyond CI, and replacing gate's update with the control's gate update also drops beyond CI (when "
     "run); not supported when another module's or the random revert's drop exceeds gate's (Holm / CI).",
+    "Where, three ways (`attribute` step): on the all-module affective adapters, modules are ranked by ΔW "
+    "size (`rms`), mediation (sufficiency: KL at the prompt's last token) and |attribution| (integrated "
+    "gradients of the true label's loss), each summed over the witnessed layers, normalised per seed "
+    "(÷ Σ|score|) and averaged over seeds. Kendall's τ-b per pair of witnesses with a one-sided exact "
+    f"permutation p (all 7! orderings), Holm over the pairs. The witnesses agree (supported) when every τ > 0 "
+    f"with Holm p < {ALPHA}; disagree (not supported) when some τ ≤ 0; inconclusive otherwise (also with a "
+    "constant ranking or too few modules for p < α).",
 )
 
 
@@ -327,5 +336,6 @@ def gate_necessary(tuned: Row | None, reverted: Mapping[str, Row], random: Row |
 
 
 __all__ = ["INCONCLUSIVE", "Label", "NOT_SUPPORTED", "RULES", "SHARE_METRICS", "SINGLE", "SUPPORTED", "Verdict",
+           "WITNESSES_CLAIM",
            "gate_dominates",
            "gate_most_efficient", "gate_necessary", "gate_transfers", "get_headline", "precheck"]

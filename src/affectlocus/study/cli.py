@@ -76,7 +76,7 @@ def with_placement(cfg: StudyConfig, args: argparse.Namespace) -> StudyConfig:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``study`` and ``demo`` subcommands."""
-    p = sub.add_parser("study", help="the whole study (tune, locate, inherit, targeted, ablate, "
+    p = sub.add_parser("study", help="the whole study (tune, health, locate, attribute, inherit, targeted, ablate, "
                                      "interpolate, cost, neurons) from a TOML config; resumable")
     p.add_argument("--config", required=True, help="TOML file ([study] table or top-level keys)")
     p.add_argument("--out", help="run folder (overrides the config's 'out')")

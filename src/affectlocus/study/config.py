@@ -7,12 +7,12 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from ..errors import ConfigError
-from ..sites import CANONICAL, GROUPS, parse_modules
+from ..errors import ConfigError, SiteError
+from ..sites import CANONICAL, GROUPS, parse_layers, parse_modules
 from ..sites.selection import ModuleSpec
 
-STEPS = ("tune", "health", "locate", "inherit", "targeted", "ablate", "interpolate", "cost", "neurons",
-         "unibench")
+STEPS = ("tune", "health", "locate", "attribute", "inherit", "targeted", "ablate", "interpolate", "cost",
+         "neurons", "unibench")
 
 #: The study's Table 1 grafts (plus every single module): attention alone and with MLP modules.
 INHERIT_SETS = ("none", "attn", "attn+down", "attn+up", "attn+gate", "attn+up+down", "attn+gate+down",
@@ -69,6 +69,15 @@ class StudyConfig:
     alphas: list[float] = field(default_factory=lambda: [0.0, 0.5, 1.0])
     neuron_k: list[int] = field(default_factory=lambda: [64])
     probe_layers: list[int] = field(default_factory=lambda: [0, 7, 15, 22, 29])
+    # The `attribute` step (where, three ways: ΔW size, mediation, attribution; the spectrum of ΔW). Cost on
+    # CPU ≈ 2 forwards per witnessed site (7 modules × layers) per seed; the defaults are the quick demo's.
+    witness_examples: int = 3               # test prompts in the witnesses' batch (≥ 1; spread over the tasks)
+    witness_layers: str | list[int] | None = "::15"  # layers witnessed, a layer spec ("::15": every 15th,
+                                            # "0,5", [0, 5]; ":" or None: every layer). Also the spectrum's
+    attribute_steps: int = 2                # midpoint steps of the attribution integral (≥ 1; 8 keeps it ≤ 5 %)
+    witness_seeds: int = 3                  # the first N main seeds' all-module adapters are witnessed (≥ 1)
+    spectrum_exact: bool = False            # exact SVDs of W and W + ΔW (angles, intruders) where min(shape)
+                                            # ≤ 1024 (≈ 20× the cost on CPU); False: seeded randomized SVD
     bootstrap: int = 2000                   # bootstrap draws for confidence intervals
     eval_batch_size: int = 16
     skip: list[str] = field(default_factory=list)   # steps to skip (names from STEPS)
@@ -85,7 +94,8 @@ class StudyConfig:
     def validate(self) -> None:
         """Raise :class:`ConfigError` for a value outside its documented limits."""
         limits = {"n_train": 8, "n_eval": 16, "steps": 1, "batch_size": 1, "rank": 1, "max_length": 16,
-                  "bootstrap": 0, "eval_batch_size": 1, "n_control": 8}
+                  "bootstrap": 0, "eval_batch_size": 1, "n_control": 8, "witness_examples": 1,
+                  "attribute_steps": 1, "witness_seeds": 1}
         for name, low in limits.items():
             if int(getattr(self, name)) < low:
                 raise ConfigError(f"{name} = {getattr(self, name)} is below its minimum {low}")
@@ -102,6 +112,11 @@ class StudyConfig:
                               f"{self.max_train_chars}")
         if not 0 <= self.warmup < 1:
             raise ConfigError(f"warmup is a fraction of the steps in [0, 1), got {self.warmup}")
+        if self.witness_layers is not None:
+            try:
+                parse_layers(self.witness_layers, 4096)
+            except SiteError as exc:
+                raise ConfigError(f"witness_layers: {exc}") from None
         bad_mods = [m for m in self.ablate_modules if m not in CANONICAL]
         if bad_mods:
             raise ConfigError(f"unknown ablate modules {bad_mods}; use {', '.join(CANONICAL)}")
@@ -180,4 +195,5 @@ def full(out: str = "runs/demo-full") -> StudyConfig:
                        inherit_sets=list(INHERIT_SETS), ablate_modules=list(CANONICAL),
                        ablate_kinds=["revert", "zero", "noise"],
                        random_controls=5, alphas=[0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5],
-                       neuron_k=[8, 32, 128, 512])
+                       neuron_k=[8, 32, 128, 512], witness_examples=32, witness_layers=None,
+                       attribute_steps=8, spectrum_exact=True)

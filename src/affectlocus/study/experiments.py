@@ -73,6 +73,13 @@ def locate(study: Study, results: dict) -> dict:
             "runs": {kind: len(fs) for kind, fs in frames.items()}}
 
 
+# ---- 3b. where, three ways ----------------------------------------------------------------------
+def attribute(study: Study, results: dict) -> dict:
+    """ΔW size, mediation and attribution rank the modules; their agreement; the spectrum (:mod:`.witnesses`)."""
+    from .witnesses import run_witnesses
+    return run_witnesses(study, results)
+
+
 # ---- 4. inherit ---------------------------------------------------------------------------------
 def inherit(study: Study, results: dict) -> dict:
     """Graft module sets of the affective adapter (and of the control's) into the base: sufficiency."""
@@ -222,6 +229,11 @@ def figures(study: Study, results: dict) -> dict[str, str]:
             path = fig_dir / f"locate_compare_{metric}.png"
             diff_module.compare_diffs(tables, metric, path=path)
             out[f"locate-compare-{metric}"] = rel(path)
+    if results.get("attribute"):
+        from .witnesses import figure
+        drawn = figure(study, results["attribute"], fig_dir / "attribute_witnesses.png")
+        if drawn is not None:
+            out["attribute-witnesses"] = rel(drawn)
     base = (results.get("inherit") or {}).get("rows", {}).get("none")
     ref = {"base": base["mean"]} if base else None
     for step, title in (("inherit", "Grafting affective modules into the base (no training)"),

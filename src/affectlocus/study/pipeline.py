@@ -7,6 +7,7 @@ Run folder layout (everything inside ``cfg.out``)::
                                                     weights fingerprint + interventions + task + examples
     steps/<step>.json                               a finished step's results (skipped when present)
     locate/<run>/                                   diff tables, heatmaps, histograms
+    witnesses/<run>/                                size / mediation / attribution / spectrum tables (CSV + JSON)
     report/index.md, report/index.html, report/figures/*.png
     run.jsonl                                       the command line's log (affectlocus._runlog): one JSON
                                                     event a line per run (start, steps, adapters, end)
@@ -233,4 +234,7 @@ def judge(results: dict) -> list[claims.Verdict]:
     abl = results.get("ablate")
     if abl:
         out.append(claims.gate_necessary(abl["tuned"], abl["reverted"], abl.get("random"), abl.get("swap"), health))
+    if results.get("attribute"):
+        from .witnesses import witnesses_agree
+        out.append(witnesses_agree(results["attribute"], health))
     return out

@@ -1,4 +1,4 @@
-"""Study figures: score bars with CIs, dose–response, cost–performance, neurons.
+"""Study figures: score bars with CIs, dose–response, cost–performance, neurons, the three witnesses.
 
 Figures are built with matplotlib's object API (:class:`matplotlib.figure.Figure`, saved as PNG by
 Agg), so drawing them neither needs a display nor touches pyplot's state or a notebook's backend.
@@ -132,4 +132,36 @@ def probe_accuracy(series: Mapping[str, Mapping], chance: float, path: str | Pat
     ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def witness_panels(tables: Mapping, columns: Mapping[str, str], agreement, path: str | Path,
+                   title: str) -> Path:
+    """One heatmap (layers × modules) per witness side by side, then the agreement matrix (Kendall's τ,
+    one-sided permutation p in each cell). ``tables``: witness → ``WitnessTable``; ``columns``: the
+    column drawn per witness; ``agreement``: an :class:`~affectlocus.witnesses.agreement.Agreement`."""
+    import numpy as np
+    from matplotlib.colors import Normalize
+
+    layers = max(len(t.layers()) for t in tables.values())
+    width = max(3.2, 0.25 * layers + 2.2)
+    fig = Figure(figsize=(len(tables) * width + 3.6, 3.6), layout="constrained")
+    axes = fig.subplots(1, len(tables) + 1, width_ratios=[width] * len(tables) + [3.0])
+    for ax, (name, table) in zip(axes, tables.items()):
+        table.heatmap(columns[name], ax=ax, title=f"{name}: {columns[name]}")
+    ax = axes[-1]
+    tau = np.asarray(agreement.tau, dtype=float)
+    image = ax.imshow(np.ma.masked_invalid(tau), cmap="RdBu_r", norm=Normalize(-1, 1))
+    names = list(agreement.names)
+    ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            p = agreement.p[i, j]
+            text = "—" if i == j else ("τ n/a" if not np.isfinite(tau[i, j]) else
+                                       f"τ {tau[i, j]:+.2f}\np {p:.3g}")
+            ax.text(j, i, text, ha="center", va="center", fontsize=7)
+    fig.colorbar(image, ax=ax, label="Kendall's τ", shrink=0.8)
+    ax.set_title(f"agreement: {agreement.verdict}", fontsize=9)
+    fig.suptitle(title, fontsize=10)
     return save_figure(fig, path)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Mapping
 
 from .._io import atomic_write_text as atomic_write
-from .claims import INCONCLUSIVE, Verdict
+from .claims import INCONCLUSIVE, WITNESSES_CLAIM, Verdict
 from .results import RowLike, ScoreRow, fmt_ci
 from .stats import constant_tasks
 
@@ -77,6 +77,57 @@ def score_table(rows: Mapping[str, RowLike], first: str = "configuration",
     return out
 
 
+def spectrum_lines(spec: Mapping) -> list[str]:
+    """The locate section's spectrum table: effective rank, stable rank and intruders, affective vs control."""
+    kinds = list((spec.get("modules") or {}))
+    if not kinds:
+        return []
+    head = [f"{col} ({kind})" for col in ("effective rank", "stable rank", "intruders") for kind in kinds]
+    seeds = ", ".join(f"{k} seeds {v}" for k, v in (spec.get("seeds") or {}).items())
+    out = [f"Spectrum of ΔW (LoRA, exact from the factors; layers {spec.get('layers')}, mean over layers and "
+           f"seeds — {seeds}): effective rank exp(H(σ/Σσ)), stable rank ‖ΔW‖²_F/σ₁², and intruder "
+           f"dimensions — of the tuned weight's top {spec.get('k')} singular vectors, those with |cos| < "
+           f"{spec.get('eps')} to every one of the base weight's top {spec.get('k_ref') or 8 * (spec.get('k') or 8)} "
+           f"singular vectors ("
+           + ("exact SVDs" if not spec.get("ref_svd_rel_error") else
+              f"randomized SVD, worst relative triplet error {_num(spec.get('ref_svd_rel_error'), '.1e')}") + ").", "",
+           "| module | " + " | ".join(head) + " |", "|" + "---|" * (len(head) + 1)]
+    mods = list(spec["modules"][kinds[0]])
+    for m in mods:
+        cells = [_num(spec["modules"].get(kind, {}).get(m, {}).get(col), ".2f")
+                 for col in ("effective_rank", "stable_rank", "intruders") for kind in kinds]
+        out.append(f"| {m} | " + " | ".join(cells) + " |")
+    per_site = spec.get("intruders_per_site") or {}
+    if per_site:
+        out += ["", "- intruder dimensions per site, affective vs control fine-tunes: "
+                + ", ".join(f"{k} {v:.2f}" for k, v in per_site.items())]
+    return out + [""]
+
+
+def witness_lines(section: Mapping, verdicts: list[Verdict]) -> list[str]:
+    """The *Where, three ways* section: the verdict line, τ per pair, and the modules' pooled scores."""
+    verdict = next((v for v in verdicts if v.claim == WITNESSES_CLAIM), None)
+    out = [f"**{verdict.verdict}** — {verdict.evidence}" if verdict else f"**{section.get('sentence')}**", "",
+           "| witnesses | τ (pooled) | p (one-sided, permutation) | Holm p | τ per seed: mean [min, max] |",
+           "|---|---|---|---|---|"]
+    spread = section.get("spread") or {}
+    for p in (section.get("pooled") or {}).get("agreement", {}).get("pairs", []):
+        s = spread.get(f"{p['a']}~{p['b']}") or {}
+        out.append(f"| {p['a']} ~ {p['b']} | {_num(p['tau'], '+.2f')} | {_num(p['p'], '.3g')} | "
+                   f"{_num(p['p_holm'], '.3g')} | {_num(s.get('mean'), '+.2f')} [{_num(s.get('min'), '+.2f')}, "
+                   f"{_num(s.get('max'), '+.2f')}] |")
+    pooled = (section.get("pooled") or {}).get("scores") or {}
+    if pooled:
+        names = list(pooled)
+        out += ["", "Module scores (share of Σ|score| per seed, mean over seeds; rank in brackets):", "",
+                "| module | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+        ranks = {w: {m: i + 1 for i, m in enumerate(sorted(v, key=lambda m: -v[m]))} for w, v in pooled.items()}
+        for m in pooled[names[0]]:
+            out.append(f"| {m} | " + " | ".join(f"{_num(pooled[w].get(m))} ({ranks[w].get(m, '—')})"
+                                                 for w in names) + " |")
+    return out
+
+
 def _figure(lines: list[str], figures: Mapping[str, str], key: str, caption: str) -> None:
     if key in figures:
         lines += ["", f"![{caption}]({figures[key]})", ""]
@@ -111,8 +162,21 @@ def render_markdown(results: Mapping) -> str:
         for mod, vals in summary.items():
             lines.append(f"| {mod} | {vals['l2']:.4g} | {vals['relative']:.4g} | {vals['rms']:.4g} |")
         lines.append("")
+    lines += spectrum_lines((results.get("attribute") or {}).get("spectrum") or {})
     for key in sorted(k for k in figs if k.startswith("locate")):
         _figure(lines, figs, key, key)
+    wit = results.get("attribute") or {}
+    lines += ["", "## Where, three ways", "", "The affective all-module update, located by three independent "
+              "witnesses — the size of ΔW, activation mediation (how much of the change flows through each "
+              "module's output) and weight-path attribution (integrated gradients of the true label's loss "
+              "along W + α·ΔW) — and whether their module rankings agree (Kendall's τ).", ""]
+    if wit:
+        lines += witness_lines(wit, [Verdict.from_dict(v) for v in results.get("verdicts", [])])
+        for note in wit.get("notes", []):
+            lines += ["", f"- {note}"]
+        _figure(lines, figs, "attribute-witnesses", "attribute-witnesses")
+    else:
+        lines.append("_skipped in this run_")
     sections = [("Inherit", "inherit", "Grafting modules of the affective adapter into the base model "
                  "(no training): sufficiency, the study's Table 1."),
                 ("Targeted tuning", "targeted", "LoRA on one module set at a time, same rank, steps and data."),

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..tasks.classification import classification_metrics, percentile_ci
+from ..witnesses.agreement import holm  # noqa: F401  (one Holm for the study and the witnesses)
 
 Row = Mapping[str, object]
 #: Bootstrap draws of the study's CIs (seeded; see :class:`Bootstrap`).
@@ -121,16 +122,6 @@ def p_greater(diff: np.ndarray) -> float:
     """One-sided bootstrap p-value of "difference > 0": (#draws ≤ 0 + 1) / (draws + 1)."""
     d = diff[np.isfinite(diff)]
     return float((np.sum(d <= 0) + 1) / (d.size + 1)) if d.size else 1.0
-
-
-def holm(pvalues: Mapping[str, float]) -> dict[str, float]:
-    """Holm–Bonferroni adjusted p-values (step-down, monotone)."""
-    order = sorted(pvalues, key=lambda k: pvalues[k])
-    m, running, out = len(order), 0.0, {}
-    for i, key in enumerate(order):
-        running = max(running, min(1.0, (m - i) * pvalues[key]))
-        out[key] = running
-    return out
 
 
 def over_seeds(name: str, rows: Sequence[Row], boot: Bootstrap | None = None) -> dict:
