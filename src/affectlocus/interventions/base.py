@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn as nn
 
-from ..sites import Selection, Site, select
+from ..sites import Selection, Site
 from ..sites.selection import LayerSpec, ModuleSpec, Resolved, resolve
 
 if TYPE_CHECKING:  # the registry applies interventions; they only see its handle
@@ -22,7 +22,8 @@ class Intervention(ABC):
         self.selection = Selection(modules, layers)
 
     def sites(self, model: nn.Module) -> list[Site]:
-        return select(model, self.selection.modules, self.selection.layers)
+        """The sites this intervention acts on (narrow them by overriding :meth:`resolved` only)."""
+        return [r.site for r in self.resolved(model)]
 
     def resolved(self, model: nn.Module) -> list[Resolved]:
         """The selected sites with their modules (one walk of the model)."""

@@ -68,9 +68,6 @@ class Patch(PatchOutput):
                 f"it has {_preview(sorted(values))} — record those sites, or select fewer")
         return chosen
 
-    def sites(self, model: nn.Module) -> list[Site]:
-        return self._chosen(super().sites(model))
-
     def resolved(self, model: nn.Module) -> list:
         found = super().resolved(model)
         keep = {s.name for s in self._chosen([r.site for r in found])}

@@ -24,6 +24,7 @@ import torch.nn as nn
 
 from ..errors import ConfigError
 from ..interventions.weight import Interpolate
+from ..models.loader import model_device
 from ..registry import intervene
 from ..sites import Site, parse_modules, select
 from ..sites.selection import LayerSpec, ModuleSpec
@@ -62,14 +63,6 @@ def _check_steps(steps: Any) -> int:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ConfigError(f"steps must be an int ≥ 1 (midpoint-rule points on the path), got {steps!r}")
     return steps
-
-
-def _device_of(model: nn.Module) -> torch.device:
-    embed = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    weight = getattr(embed, "weight", None)
-    if isinstance(weight, torch.Tensor):
-        return weight.device
-    return next(model.parameters()).device
 
 
 def _scalar(value: Any, name: str) -> torch.Tensor:
@@ -113,7 +106,7 @@ def attribute(model: nn.Module, tuned, batch: Mapping[str, Any], *, modules: Mod
     source = open_source(tuned)
     opened = source is not tuned
     sites = select(model, modules, layers)
-    device = _device_of(model)
+    device = model_device(model)
     batch = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
 
     paths = list(dict.fromkeys(s.path for s in sites))

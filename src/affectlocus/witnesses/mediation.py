@@ -37,6 +37,7 @@ from ..errors import ConfigError, SourceError
 from ..interventions.activation import Record
 from ..interventions.replay import Patch
 from ..interventions.weight import Graft
+from ..models.loader import model_device
 from ..registry import intervene
 from ..sites import Site, select
 from ..sites.selection import LayerSpec, ModuleSpec
@@ -51,9 +52,6 @@ _NO_EFFECT = "no effect to explain: the tuned model's outputs equal the base's (
 
 class _TunedGraft(Graft):
     """Graft of every site the source covers (a weight source may hold only the changed ones)."""
-
-    def sites(self, model: nn.Module) -> list[Site]:
-        return [s for s in super().sites(model) if self.source.covers(s)]
 
     def resolved(self, model: nn.Module) -> list:
         return [r for r in super().resolved(model) if self.source.covers(r.site)]
@@ -182,9 +180,7 @@ def mediate(model: nn.Module, tuned, batch: Mapping[str, Any], *, modules: Modul
     inputs = _check_batch(batch)
     sites = select(model, modules, layers)
     graft = _TunedGraft(tuned)
-    embed = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    device = embed.weight.device if isinstance(getattr(embed, "weight", None), torch.Tensor) \
-        else next(p.device for p in model.parameters())
+    device = model_device(model)
     inputs = {k: v.to(device) for k, v in inputs.items()}
     inputs.setdefault("position_ids", (inputs["attention_mask"].long().cumsum(-1) - 1).clamp_min(0))
     last, n = _last_positions(inputs["attention_mask"]), int(inputs["input_ids"].shape[0])
